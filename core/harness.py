@@ -1,0 +1,148 @@
+"""The one shared harness every claim test goes through.
+
+A claim module computes per-seed numbers with `core` probes and hands them here; the harness
+
+1. takes the claim's pre-registered rule and its Bonferroni share α_i from `claims/registry.toml`
+   (never from literals in the test),
+2. decides with `core.stats.decide`,
+3. attaches one JSON record per (claim, tier, case) to the test item (`user_properties`, so it
+   survives pytest-xdist) for the report plugin, and
+4. turns the verdict into the pytest outcome (DESIGN.md, "Statistics"):
+   replicated -> pass; the verdict the registry records as this tier's expectation -> xfail
+   (strict: any other verdict fails, and "replicated" against a recorded non-replication fails too);
+   anything else -> fail, with the rule's own reason ("ratio 0.71 [0.64, 0.80] < required 10 ->
+   refuted").
+
+Negative controls go through `check_control`: the same rule on a landscape where the claim is
+false; the test fails iff the control comes out "replicated".
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any, Mapping, Sequence
+
+import pytest
+
+from core import stats
+from core.registry import Claim, load_registry
+
+__all__ = ["claim_of", "check_claim", "check_control", "RECORD_KEY"]
+
+RECORD_KEY = "claim_record"  # the user_properties name the report plugin reads
+
+
+def claim_of(claim_id: str) -> Claim:
+    """The registry entry of `claim_id` (rule, settings, seeds, expectations)."""
+    return load_registry()[claim_id]
+
+
+def check_claim(request, claim_id: str, *, tier: str, case: str, data: Mapping[str, Any],
+                per_seed: Mapping[str, Sequence[float]], figures: Sequence[Any] = (),
+                tables: Mapping[str, list] | None = None,
+                supporting_data: Mapping[str, Any] | None = None,
+                n_used: int | None = None) -> stats.Result:
+    """Decide a claim case with its pre-registered rule, record it, and set the pytest outcome."""
+    result, record = _decide_and_record(request, claim_id, tier, case, "claim", data, per_seed,
+                                        figures, tables, supporting_data, n_used)
+    expected = record["expected"]
+    if result.verdict == "replicated" and expected in (None, "replicated"):
+        return result
+    if expected is not None and expected != "replicated" and result.verdict == expected:
+        pytest.xfail(f"{claim_id} [{tier}] {case}: {result.verdict} as the registry expects "
+                     f"({record['expected_reason']}); {result.reason}")
+    want = expected or "replicated"
+    pytest.fail(f"{claim_id} [{tier}] {case}: {result.verdict}, registry expects {want}: "
+                f"{result.reason}", pytrace=False)
+
+
+def check_control(request, claim_id: str, *, tier: str, case: str, data: Mapping[str, Any],
+                  per_seed: Mapping[str, Sequence[float]], figures: Sequence[Any] = (),
+                  tables: Mapping[str, list] | None = None,
+                  n_used: int | None = None) -> stats.Result:
+    """Run the claim's rule on a negative control; fail iff it comes out "replicated"."""
+    result, _ = _decide_and_record(request, claim_id, tier, case, "control", data, per_seed,
+                                   figures, tables, None, n_used)
+    if result.verdict == "replicated":
+        pytest.fail(f"negative control {claim_id} [{tier}] {case} came out replicated — the rule "
+                    f"or the probe cannot tell a false claim from a true one: {result.reason}",
+                    pytrace=False)
+    return result
+
+
+def _decide_and_record(request, claim_id, tier, case, kind, data, per_seed, figures, tables,
+                       supporting_data, n_used):
+    start = time.perf_counter()
+    registry = load_registry()
+    claim = registry[claim_id]
+    if tier not in claim.tiers:
+        raise ValueError(f"{claim_id} is registered for tiers {list(claim.tiers)}, not {tier!r}")
+    alpha = registry.alpha_for(claim_id)
+    result = stats.decide(claim.rule, alpha, data)
+    supporting = _supporting(claim, supporting_data or {})
+    record = _record(claim, tier, case, kind, alpha, result, per_seed, figures, tables, supporting,
+                     n_used, request)
+    record["wall_s"] = _wall_s(request, start)
+    request.node.user_properties.append((RECORD_KEY, json.dumps(record, allow_nan=True)))
+    return result, record
+
+
+def _supporting(claim: Claim, supporting_data: Mapping[str, Any]) -> list[dict]:
+    """Secondary sub-rules ("(S)" in CLAIMS.md) at the family α, reported beside, never deciding."""
+    out = []
+    for name, data in supporting_data.items():
+        if name not in claim.supporting:
+            raise KeyError(f"{claim.id}: no supporting rule {name!r} in the registry; "
+                           f"known: {sorted(claim.supporting)}")
+        res = stats.decide(claim.supporting[name], load_registry().family_alpha, data)
+        out.append({"name": name, **_brief(res)})
+    return out
+
+
+def _brief(res: stats.Result) -> dict:
+    return {"estimate": _num(res.estimate), "ci": [_num(res.ci[0]), _num(res.ci[1])],
+            "p": _num(res.p), "verdict": res.verdict, "reason": res.reason, "n": res.n}
+
+
+def _record(claim, tier, case, kind, alpha, result, per_seed, figures, tables, supporting, n_used,
+            request) -> dict:
+    expected = claim.expected.get(tier)
+    return {
+        "id": claim.id, "tier": tier, "case": case, "kind": kind, "role": claim.role,
+        "statement": claim.statement, "paper_value": claim.paper_value,
+        "statistic": claim.statistic, "rule_text": claim.rule_text,
+        "estimate": _num(result.estimate), "ci": [_num(result.ci[0]), _num(result.ci[1])],
+        "p": _num(result.p), "alpha": alpha, "n_planned": int(claim.seeds.get(tier, 0)),
+        "n_used": int(result.n if n_used is None else n_used),
+        "per_seed": {k: [_num(v) for v in vals] for k, vals in per_seed.items()},
+        "verdict": result.verdict, "reason": result.reason,
+        "expected": None if kind == "control" or expected is None else expected.verdict,
+        "expected_reason": None if kind == "control" or expected is None else expected.reason,
+        "parts": [{"name": n, **_brief(r)} for n, r in result.parts],
+        "supporting": supporting, "figures": [_rel(request, f) for f in figures],
+        "tables": dict(tables or {}), "nodeid": request.node.nodeid,
+    }
+
+
+def _num(x) -> float | None:
+    """JSON-safe float: NaN/inf become None (the report prints them as '—')."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _rel(request, path) -> str:
+    """Figure path relative to the reports dir (the report embeds/links it from there)."""
+    from pathlib import Path
+    reports = Path(request.config.getoption("reports_dir", default="reports/latest") or ".")
+    reports = reports if reports.is_absolute() else Path(str(request.config.rootpath)) / reports
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(reports.resolve()))
+    except ValueError:
+        return str(p)
+
+
+def _wall_s(request, start: float) -> float:
+    """Wall time of the whole test so far (fixtures included when pytest recorded their start)."""
+    return round(time.perf_counter() - getattr(request.node, "_claims_t0", start), 3)
