@@ -1,0 +1,260 @@
+"""Figures for the claim reports: they take computed arrays and a path, and never compute.
+
+Each function mirrors one figure of the papers (named in its docstring), draws it with one shared
+style, saves a PNG at `DPI` and returns the path. Figures are built as bare
+`matplotlib.figure.Figure` objects rendered by the Agg canvas: no pyplot, so there is no global
+figure registry to leak into (nothing to close) and no GUI backend is ever touched.
+Writes are atomic (temp file + `os.replace`), so a report never embeds a half-written PNG.
+Topic-specific figures live in `core/plots_<topic>.py` and may reuse `new_figure`/`save`.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = [
+    "DPI", "new_figure", "save",
+    "loss_along_direction", "toy_transition", "cosine_matrix", "valley_1d_with_average",
+    "count_vs_m", "well_profile", "shift_curves", "neighbour_band", "segment_profile",
+    "flat_side_curves", "random_rays", "threshold_sensitivity",
+]
+
+DPI = 110                      # dots per inch of the saved PNGs
+FIGSIZE = (5.2, 3.6)           # inches; one column of a report page
+COLORS = {"train": "#1f5fa8", "test": "#c8432b", "a": "#1f5fa8", "b": "#c8432b",
+          "flat": "#2e8b57", "sharp": "#b8860b", "ref": "#555555"}
+VERDICT_CODES = {"refuted": -1, "inconclusive": 0, "insufficient_n": 0, "replicated": 1}
+
+
+def new_figure(title: str, xlabel: str, ylabel: str, *, figsize=FIGSIZE):
+    """One figure with one axis in the suite's style -> (fig, ax)."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3, linewidth=0.5)
+    return fig, ax
+
+
+def save(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write `fig` as PNG to `path` atomically (parent dirs created) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=DPI)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; figures are meant to be read by others
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _arrays(**named) -> list[np.ndarray]:
+    """Inputs as float arrays whose last axes agree; the error names the bad argument."""
+    arrays = {k: np.asarray(v, dtype=float) for k, v in named.items()}
+    first = next(iter(arrays))
+    n = arrays[first].shape[-1:]
+    for name, a in arrays.items():
+        if a.shape[-1:] != n:
+            raise ValueError(f"plots: {name} has shape {a.shape}, its last axis must match "
+                             f"{first} ({n[0] if n else 0} points)")
+    return list(arrays.values())
+
+
+def loss_along_direction(path, steps, losses, *, slopes=None, r=None, R=None,
+                         title="Loss along a random direction") -> Path:
+    """He et al. Fig. 2: L(w + l u) against l; curves [s] or [k, s].
+
+    slopes = (s_plus, s_minus): mean outward slopes on (r, R) of the + and − side; the flatter one
+    is drawn green, the sharper one gold, as tangent segments anchored at l = ±r on the mean curve.
+    """
+    steps, losses = _arrays(steps=steps, losses=losses)
+    curves = np.atleast_2d(losses)
+    fig, ax = new_figure(title, "step l along u", "loss")
+    for c in curves:
+        ax.plot(steps, c, color=COLORS["train"], lw=1.4 if len(curves) == 1 else 0.6,
+                alpha=1.0 if len(curves) == 1 else 0.4)
+    mean = curves.mean(axis=0)
+    if len(curves) > 1:
+        ax.plot(steps, mean, color=COLORS["train"], lw=2.0, label="mean")
+    if r is not None and R is not None:
+        for sign in (1, -1):
+            ax.axvspan(sign * r, sign * R, color=COLORS["ref"], alpha=0.08)
+    if slopes is not None and r is not None and R is not None:
+        _mark_slopes(ax, steps, mean, slopes, r, R)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper center")
+    return save(fig, path)
+
+
+def _mark_slopes(ax, steps, mean, slopes, r, R) -> None:
+    s_plus, s_minus = (float(s) for s in slopes)
+    flat_sign = 1 if s_plus <= s_minus else -1
+    for sign, s in ((1, s_plus), (-1, s_minus)):
+        l0 = sign * r
+        x = np.array([l0, sign * R])
+        y = np.interp(l0, steps, mean) + s * np.abs(x - l0)
+        side = "flat" if sign == flat_sign else "sharp"
+        ax.plot(x, y, color=COLORS[side], lw=2, ls="--", label=f"{side} side slope {s:.3g}")
+
+
+def toy_transition(path, d_values, success_rates, ci_lo, ci_hi, *, d_crit,
+                   title="Optimisation on random d-dim subspaces") -> Path:
+    """Fort & Jastrzebski §3.3: success rate (with Clopper–Pearson interval) against subspace dim d;
+    the predicted transition d = D − n is the dashed line."""
+    d, rate, lo, hi = _arrays(d_values=d_values, success_rates=success_rates, ci_lo=ci_lo,
+                              ci_hi=ci_hi)
+    fig, ax = new_figure(title, "subspace dimension d", "fraction reaching zero loss")
+    ax.errorbar(d, rate, yerr=[rate - lo, hi - rate], fmt="o-", color=COLORS["train"], capsize=3)
+    ax.axvline(d_crit, color=COLORS["ref"], ls="--", label=f"D − n = {d_crit:g}")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def cosine_matrix(path, cos, *, title="Cosines between path deviations") -> Path:
+    """Fort & Jastrzebski Fig. 3 (middle): pairwise cosine similarities, colour scale fixed to
+    [−1, 1] so blocks are comparable across figures."""
+    cos = np.asarray(cos, dtype=float)
+    if cos.ndim != 2 or cos.shape[0] != cos.shape[1]:
+        raise ValueError(f"plots: cos must be a square matrix, got shape {cos.shape}")
+    fig, ax = new_figure(title, "point along the path", "point along the path",
+                         figsize=(4.6, 4.0))
+    im = ax.imshow(cos, vmin=-1, vmax=1, cmap="coolwarm", interpolation="nearest")
+    ax.grid(False)
+    fig.colorbar(im, ax=ax, shrink=0.85, label="cosine")
+    return save(fig, path)
+
+
+def valley_1d_with_average(path, w_grid, loss, iterates_hist, wbar, *,
+                           title="SGD averaging on a 1-D asymmetric valley") -> Path:
+    """He et al. Fig. 5: the valley L(w), the histogram of the SGD iterates (right axis), the
+    minimum w = 0 and the average w̄ (which Theorem 2 puts on the flat side)."""
+    w, loss = _arrays(w_grid=w_grid, loss=loss)
+    fig, ax = new_figure(title, "w", "loss")
+    ax.plot(w, loss, color=COLORS["train"], lw=1.6, label="L(w)")
+    ax2 = ax.twinx()
+    ax2.hist(np.asarray(iterates_hist, dtype=float).ravel(), bins=40, color=COLORS["ref"],
+             alpha=0.25)
+    ax2.set_ylabel("iterates (count)")
+    ax.set_zorder(ax2.get_zorder() + 1)  # curve and legend above the histogram
+    ax.patch.set_visible(False)
+    ax.axvline(0.0, color=COLORS["ref"], ls=":", label="minimum")
+    ax.axvline(float(wbar), color=COLORS["flat"], lw=2, label=f"average w̄ = {float(wbar):.3g}")
+    ax.legend(fontsize=8, loc="upper center")
+    return save(fig, path)
+
+
+def count_vs_m(path, m, counts_mean, lo, hi, *,
+               title="Short directions in the middle of an m-connector") -> Path:
+    """Fort & Jastrzebski Fig. 4 (middle): number of short directions against m, mean with CI."""
+    m, mean, lo, hi = _arrays(m=m, counts_mean=counts_mean, lo=lo, hi=hi)
+    fig, ax = new_figure(title, "m (optima joined − 1)", "short directions")
+    ax.errorbar(m, mean, yerr=[mean - lo, hi - mean], fmt="o-", color=COLORS["train"], capsize=3)
+    return save(fig, path)
+
+
+def well_profile(path, radii, rise_mean, rise_lo, rise_hi, *,
+                 title="Loss rise around a wedge point") -> Path:
+    """Fort & Jastrzebski §3.3 ("circular well"): loss rise against radius, mean over directions
+    with the across-direction spread as a band."""
+    radii, mean, lo, hi = _arrays(radii=radii, rise_mean=rise_mean, rise_lo=rise_lo,
+                                  rise_hi=rise_hi)
+    fig, ax = new_figure(title, "radius", "loss rise")
+    ax.fill_between(radii, lo, hi, color=COLORS["train"], alpha=0.25, lw=0)
+    ax.plot(radii, mean, color=COLORS["train"], lw=1.6)
+    return save(fig, path)
+
+
+def shift_curves(path, l, train, test_shifted, delta, *,
+                 title="Train and shifted test loss (Assumption 1)") -> Path:
+    """He et al. Fig. 3: train loss L̂(w + l u) and the test curve shifted by δ (dashed)."""
+    l, train, test = _arrays(l=l, train=train, test_shifted=test_shifted)
+    fig, ax = new_figure(title, "step l along u", "loss")
+    ax.plot(l, train, color=COLORS["train"], lw=1.6, label="train")
+    ax.plot(l, test, color=COLORS["test"], lw=1.6, ls="--", label=f"test, shifted δ = {float(delta):.3g}")
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def neighbour_band(path, l, mean, std, *,
+                   title="Loss along u at perpendicular neighbours (Assumption 2)") -> Path:
+    """He et al. Fig. 4: mean ± one std of the loss along u over neighbours w* + v."""
+    l, mean, std = _arrays(l=l, mean=mean, std=std)
+    fig, ax = new_figure(title, "step l along u", "loss")
+    ax.fill_between(l, mean - std, mean + std, color=COLORS["train"], alpha=0.25, lw=0)
+    ax.plot(l, mean, color=COLORS["train"], lw=1.6, label="mean ± std")
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def segment_profile(path, t, train, test, *,
+                    title="Segment from SWA (t=0) to SGD from SWA (t=1)") -> Path:
+    """He et al. Fig. 7: train loss (left axis) and test loss (right axis) along the segment."""
+    t, train, test = _arrays(t=t, train=train, test=test)
+    fig, ax = new_figure(title, "t", "train loss")
+    ax.plot(t, train, color=COLORS["train"], lw=1.6)
+    ax.tick_params(axis="y", colors=COLORS["train"])
+    ax2 = ax.twinx()
+    ax2.plot(t, test, color=COLORS["test"], lw=1.6, ls="--")
+    ax2.set_ylabel("test loss", color=COLORS["test"])
+    ax2.tick_params(axis="y", colors=COLORS["test"])
+    return save(fig, path)
+
+
+def flat_side_curves(path, l, curves, labels: Sequence[str], *,
+                     title="Loss along SGD→SWA directions") -> Path:
+    """He et al. Fig. 8: one loss curve per direction (rows of `curves`), w_SGD at l = 0."""
+    l, curves = _arrays(l=l, curves=curves)
+    curves = np.atleast_2d(curves)
+    if len(labels) != len(curves):
+        raise ValueError(f"plots: {len(labels)} labels for {len(curves)} curves")
+    fig, ax = new_figure(title, "distance from w_SGD", "train loss")
+    for c, label in zip(curves, labels):
+        ax.plot(l, c, lw=1.2, label=label)
+    ax.axvline(0.0, color=COLORS["ref"], ls=":")
+    ax.legend(fontsize=7, ncol=2)
+    return save(fig, path)
+
+
+def random_rays(path, l, curves_a, curves_b, labels: Sequence[str] = ("SWA", "SGD"), *,
+                title="Train loss along random rays") -> Path:
+    """He et al. Fig. 10: rays from two solutions (rows of curves_a / curves_b), thin lines, the
+    mean of each thick."""
+    l, a, b = _arrays(l=l, curves_a=curves_a, curves_b=curves_b)
+    fig, ax = new_figure(title, "distance along the ray", "train loss")
+    for curves, color, label in ((a, COLORS["a"], labels[0]), (b, COLORS["b"], labels[1])):
+        curves = np.atleast_2d(curves)
+        for c in curves:
+            ax.plot(l, c, color=color, lw=0.5, alpha=0.35)
+        ax.plot(l, curves.mean(axis=0), color=color, lw=2, label=f"{label} (mean)")
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def threshold_sensitivity(path, thresholds, verdict_codes, *, chosen=None,
+                          title="Verdict against the threshold") -> Path:
+    """The suite's own sensitivity analysis: the verdict as a function of a threshold.
+    verdict_codes: verdict strings or codes −1 (refuted), 0 (inconclusive), +1 (replicated);
+    `chosen` marks the pre-registered threshold."""
+    codes = [VERDICT_CODES[v] if isinstance(v, str) else v for v in verdict_codes]
+    x, codes = _arrays(thresholds=thresholds, verdict_codes=codes)
+    fig, ax = new_figure(title, "threshold", "verdict")
+    ax.step(x, codes, where="mid", color=COLORS["train"], lw=1.8)
+    ax.set_yticks([-1, 0, 1], ["refuted", "inconclusive", "replicated"])
+    ax.set_ylim(-1.4, 1.4)
+    if chosen is not None:
+        ax.axvline(float(chosen), color=COLORS["ref"], ls="--", label="pre-registered")
+        ax.legend(fontsize=8)
+    return save(fig, path)
