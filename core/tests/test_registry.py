@@ -162,8 +162,11 @@ def test_preregistered_numbers_carry_a_justification(reg, cid, key):
     assert len(where.get(key, "").strip()) > 10, f"{cid}: no justification for {key!r}"
 
 
-def test_no_expected_verdicts_before_any_result(reg):
-    assert all(not c.expected and not c.revisions for c in reg.claims.values())
+def test_expectations_and_revisions_carry_reasons(reg):
+    # A recorded expectation or revision without its reason would hide why a bar or outcome moved.
+    for c in reg.claims.values():
+        assert all(e.reason.strip() for e in c.expected.values()), c.id
+        assert all(r["why"].strip() and r["what"].strip() for r in c.revisions), c.id
     assert set(EXPECTABLE) < set(stats.VERDICTS)
 
 
