@@ -51,6 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="fixture cache (default: $CLAIMS_CACHE_DIR or <rootdir>/.fixture-cache)")
     group.addoption("--allow-download", dest="allow_download", action="store_true", default=False,
                     help="let torchvision download datasets missing from --data-dir")
+    group.addoption("--torch-threads", dest="torch_threads", default=1, type=int, metavar="N",
+                    help="torch intra-op CPU threads for the session (default 1: the cpu-tier nets "
+                         "are small, and extra threads contend on a 2-core machine)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,6 +65,16 @@ def pytest_configure(config: pytest.Config) -> None:
     for name in ("reports_dir", "data_dir", "cache_dir"):
         setattr(config.option, name, str(getattr(paths, name)))
     config.pluginmanager.register(_ClaimSession(config), "claims-session")
+    _set_threads(config.option.torch_threads)
+
+
+def _set_threads(n: int) -> None:
+    # Small tensors on a 2-core machine: two intra-op threads measured 1.5-10x slower than one
+    # whenever the other core is busy (builds, scans and toy optimisers alike).
+    if n < 1:
+        raise pytest.UsageError(f"--torch-threads {n}: must be a positive integer")
+    import torch
+    torch.set_num_threads(n)
 
 
 def suite_paths(config: pytest.Config) -> SuitePaths:

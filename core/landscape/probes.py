@@ -1,0 +1,390 @@
+"""He et al. 2019 probes on real networks, built on batched scans (`scan.py`) and Definition 1 (`asymmetry.py`).
+
+Every probe is a pure function of parameter dicts; stochastic ones take a `torch.Generator`. Each returns
+a frozen dataclass of tensors (batched over directions / neighbours / rays): one number per unit is
+reduced to one number per seed by the claim modules, never here. Scan options are shared by all probes:
+`bn` ("eval" | "recompute"), `ref_x` (reference rows for recomputed BN, default the train x), `loss`
+("ce" or a per-example callable) and `scan_kw` (chunk, batch_size, ref_batch_size, vectorize; scan.py).
+
+    asymmetry_survey        §3.2, Def. 1: R per direction, asymmetry index c_u (AV-1, AV-1b, AV-2)
+    shift_gap               §4.2, Def. 3 / Assumption 1 along a line (AV-3)
+    neighbour_asymmetry     §4.2, Assumption 2: perpendicular neighbours keep the asymmetry (AV-4)
+    segment_profile         §6.1, Fig. 7: loss on the segment between two solutions (AV-8; Fort barriers)
+    flat_side_comparison    §6.1, Fig. 8: SWA is on the flat side of SGD (AV-10)
+    random_ray_width        §6.2, Fig. 10: width along random rays (AV-11)
+    profile_correlation     §5.2, Fig. 6: profile stabilisation during training (AV-12)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from core.landscape import directions as dirs
+from core.landscape.asymmetry import asymmetry_index, radius_for_rise
+from core.landscape.scan import scan_lines, scan_lines_from
+
+__all__ = [
+    "SurveyResult", "asymmetry_survey", "ShiftGap", "shift_gap", "NeighbourResult", "neighbour_asymmetry",
+    "SegmentProfile", "segment_profile", "FlatSideResult", "flat_side_comparison", "RayWidthResult",
+    "random_ray_width", "profile_correlation",
+]
+
+Params = Mapping[str, Tensor]
+
+
+def _kw(bn: str, ref_x, loss, scan_kw: Mapping[str, Any] | None) -> dict:
+    return dict(bn=bn, ref_x=ref_x, loss=loss, **(scan_kw or {}))
+
+
+def _positive(name: str, value) -> float:
+    if not (isinstance(value, (int, float)) and 0 < float(value) < float("inf")):
+        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value, least: int, odd: bool = False) -> int:
+    if not isinstance(value, int) or value < least or (odd and value % 2 == 0):
+        raise ValueError(f"{name} must be {'an odd' if odd else 'an'} int ≥ {least}; got {value!r}")
+    return value
+
+
+def _one(p: Params) -> dict[str, Tensor]:
+    return {k: v.unsqueeze(0) for k, v in p.items()}
+
+
+def _like(p: Params) -> tuple[torch.device, torch.dtype]:
+    t = next(iter(p.values()))
+    return t.device, t.dtype
+
+
+# ---------------------------------------------------------------- §3.2, Definition 1: survey
+
+@dataclass(frozen=True)
+class SurveyResult:
+    """Per-direction Definition-1 asymmetry at w, each tensor over the k directions."""
+
+    c: Tensor  # [k] index c_u = min s_sharp / max s_flat on (r_frac·R, R); nan: not a valley or no rise
+    asymmetric: Tensor  # [k] bool: valley, c_u > c_threshold and R found
+    is_valley: Tensor  # [k] bool: max flat-side slope > 0 (and R found)
+    flat_side: Tensor  # [k] int ±1: +u or −u is the flat side
+    R: Tensor  # [k] radius (units of l = weight-space distance); inf where no rise within range
+    no_rise: Tensor  # [k] bool: the steeper side never rose by delta_rise within r_search_max
+    steps: Tensor  # [k, n_points] fine grid l = t·R (R → r_search_max where no rise)
+    losses: Tensor  # [k, n_points] train loss on the fine grid
+    test_losses: Tensor | None  # [k, n_points] test loss on the same grid (if x_test given)
+    coarse_steps: Tensor  # [2m+1] geometric search grid (±, with 0)
+    coarse_losses: Tensor  # [k, 2m+1]
+    directions: dict  # name -> [k, ...] the unit directions probed
+
+
+def _radius_on_grid(dist: Tensor, losses: Tensor, delta: float) -> Tensor:
+    """`radius_for_rise` on a non-uniform grid ±dist (dist[0] = 0): crossing found in index space, then
+    mapped back piecewise-linearly, which is the same as interpolating linearly in l."""
+    m = dist.shape[0] - 1
+    idx = torch.arange(-m, m + 1, dtype=losses.dtype, device=losses.device)
+    r_idx = radius_for_rise(idx, losses, delta)
+    finite = torch.isfinite(r_idx)
+    j = r_idx.where(finite, 0.0).floor().clamp(0, m - 1).long()
+    d = dist.to(losses.dtype)
+    at = d[j] + (r_idx.where(finite, 0.0) - j) * (d[j + 1] - d[j])
+    return torch.where(finite, at, torch.inf)
+
+
+def asymmetry_survey(model, params: Params, buffers: Params, x: Tensor, y: Tensor, *, family, k: int,
+                     generator: torch.Generator, delta_rise: float, r_frac: float = 0.3,
+                     c_threshold: float = 2.0, n_points: int = 61, r_search_max: float,
+                     r_search_points: int = 24, r_search_min: float | None = None, bn: str = "eval",
+                     ref_x=None, loss="ce", x_test=None, y_test=None, scan_kw=None) -> SurveyResult:
+    """He et al. §3.2 with Definition 1 on k random directions of `family` (a name or a sampler).
+
+    R rule (pre-registered, scale-free, same for every family): R_u = smallest l > 0 with
+    max(L(w + l·u), L(w − l·u)) − L(w) ≥ delta_rise, searched on a coarse geometric grid
+    l ∈ ±geomspace(r_search_min, r_search_max, r_search_points) ∪ {0} (default r_search_min =
+    r_search_max/1000), linearly interpolated. Then a fine uniform grid of n_points (odd) on [−R, R]
+    and the index c_u on the window (r_frac·R, R). Directions with no rise within r_search_max are
+    "no rise within range": c = nan, never asymmetric, counted via `no_rise` (their fine grid spans
+    ±r_search_max, for figures only).
+    """
+    delta, rmax = _positive("delta_rise", delta_rise), _positive("r_search_max", r_search_max)
+    rmin = rmax / 1000 if r_search_min is None else _positive("r_search_min", r_search_min)
+    if rmin >= rmax:
+        raise ValueError(f"r_search_min must be < r_search_max; got {rmin} ≥ {rmax}")
+    m, n = _count("r_search_points", r_search_points, 2), _count("n_points", n_points, 5, odd=True)
+    kw = _kw(bn, ref_x, loss, scan_kw)
+    device, dtype = _like(params)
+    u = dirs.sample_directions(params, family, k, generator=generator)
+    dist = torch.cat([torch.zeros(1, dtype=torch.float64),
+                      torch.logspace(math.log10(rmin), math.log10(rmax), m, dtype=torch.float64)])
+    coarse = torch.cat([-dist[1:].flip(0), dist]).to(device=device, dtype=dtype)
+    coarse_l = scan_lines(model, params, buffers, u, coarse, x, y, **kw)
+    R = _radius_on_grid(dist.to(device), coarse_l, delta)
+    no_rise = ~torch.isfinite(R)
+    R_eff = torch.where(no_rise, rmax, R)
+    t = torch.linspace(-1.0, 1.0, n, dtype=torch.float64, device=device)
+    u_scaled = {kk: v * R_eff.to(v.dtype).view(-1, *([1] * (v.dim() - 1))) for kk, v in u.items()}
+    fine = scan_lines(model, params, buffers, u_scaled, t.to(dtype), x, y, **kw)
+    a = asymmetry_index(t, fine, r_frac=r_frac, c_threshold=c_threshold)  # c is scale-free: t-units suffice
+    test = None if x_test is None else scan_lines(model, params, buffers, u_scaled, t.to(dtype),
+                                                   x_test, y_test, **kw)
+    return SurveyResult(
+        c=torch.where(no_rise, torch.nan, a.c), asymmetric=a.asymmetric & ~no_rise,
+        is_valley=a.is_valley & ~no_rise, flat_side=a.flat_side, R=R, no_rise=no_rise,
+        steps=t.view(1, -1) * R_eff.view(-1, 1).double(), losses=fine, test_losses=test,
+        coarse_steps=coarse, coarse_losses=coarse_l, directions=u)
+
+
+# ---------------------------------------------------------------- §4.2, Definition 3: shift gap
+
+@dataclass(frozen=True)
+class ShiftGap:
+    """Definition-3 shift gap along lines, batched over the leading dims of the loss arrays."""
+
+    deltas: Tensor  # [d] candidate shifts (units of steps)
+    xi: Tensor  # [..., d] ξ_δ = max_{|l| ≤ inner} |L′(l + δ) − L̂(l)|
+    xi0: Tensor  # [...] ξ_0
+    delta_star: Tensor  # [...] argmin_δ ξ_δ
+    xi_star: Tensor  # [...] ξ_δ*
+    log_ratio: Tensor  # [...] log(ξ_δ* / ξ_0) (natural log; ≤ 0 when 0 is a candidate)
+
+
+def _interp(steps: Tensor, values: Tensor, q: Tensor) -> Tensor:
+    """Linear interpolation of values [..., s] on increasing steps [s] at query points q [m] -> [..., m]."""
+    s = steps.shape[0]
+    j = (torch.searchsorted(steps, q, right=True) - 1).clamp(0, s - 2)
+    w = (q - steps[j]) / (steps[j + 1] - steps[j])
+    return values[..., j] * (1 - w) + values[..., j + 1] * w
+
+
+def shift_gap(steps: Tensor, train: Tensor, test: Tensor, *, deltas: Tensor, inner: float) -> ShiftGap:
+    """He et al. §4.2, Definition 3 along a line (Assumption 1, Fig. 3).
+
+    L′ = test − min_l test + min_l train (minima over the scanned line: the vertical offset removed);
+    ξ_δ = max over grid points |l| ≤ inner of |L′(l + δ) − L̂(l)|, L′ linearly interpolated on the grid;
+    δ* = argmin_δ ξ_δ over `deltas`; reported log(ξ_δ*/ξ_0). A test curve equal to the train curve
+    shifted right by δ₀ (test(l) = train(l − δ₀)) gives δ* = δ₀ and ξ_δ* = 0. Every l + δ must stay
+    on the grid: inner + max|δ| ≤ max|l|.
+    """
+    steps = steps.to(torch.float64)
+    if steps.dim() != 1 or steps.numel() < 3 or not (steps.diff() > 0).all():
+        raise ValueError(f"steps must be an increasing 1-D grid of ≥ 3 points; got {tuple(steps.shape)}")
+    if train.shape != test.shape or train.shape[-1] != steps.shape[0]:
+        raise ValueError(f"train {tuple(train.shape)} and test {tuple(test.shape)} must both be [..., {steps.shape[0]}]")
+    inner = _positive("inner", inner)
+    deltas = torch.as_tensor(deltas, dtype=torch.float64, device=steps.device).flatten()
+    reach, tol = inner + float(deltas.abs().max()), 1e-6 * float(steps[-1] - steps[0])  # tol: float32 δ grids
+    if float(steps[0]) > -reach + tol or float(steps[-1]) < reach - tol:
+        raise ValueError(f"inner + max|δ| = {reach:.4g} leaves the grid [{float(steps[0]):.4g}, {float(steps[-1]):.4g}]")
+    train, test = train.to(torch.float64), test.to(torch.float64)
+    lprime = test - test.amin(-1, keepdim=True) + train.amin(-1, keepdim=True)
+    win = steps.abs() <= inner * (1 + 1e-9)
+    lw = steps[win]
+    q = (lw.unsqueeze(0) + deltas.unsqueeze(1)).clamp(steps[0], steps[-1])  # [d, m]; clamp: rounding only
+    shifted = _interp(steps, lprime, q.flatten()).unflatten(-1, q.shape)  # [..., d, m]
+    xi = (shifted - train[..., win].unsqueeze(-2)).abs().amax(-1)
+    xi0 = (lprime[..., win] - train[..., win]).abs().amax(-1)
+    best = xi.argmin(-1)
+    xi_star = xi.gather(-1, best.unsqueeze(-1)).squeeze(-1)
+    return ShiftGap(deltas=deltas, xi=xi, xi0=xi0, delta_star=deltas[best], xi_star=xi_star,
+                    log_ratio=torch.log(xi_star / xi0))
+
+
+# ---------------------------------------------------------------- §4.2, Assumption 2: neighbours
+
+@dataclass(frozen=True)
+class NeighbourResult:
+    """Asymmetry of one direction u at w (reference) and at n perpendicular neighbours w + v − ⟨v,u⟩u."""
+
+    steps: Tensor  # [s] grid on [−R, R]
+    ref_losses: Tensor  # [s] loss along u at w
+    ref_c: Tensor  # [] c_u at w
+    ref_flat_side: Tensor  # [] ±1 flat side at w
+    losses: Tensor  # [n, s] loss along u at each neighbour
+    c: Tensor  # [n]
+    flat_side: Tensor  # [n]
+    asymmetric: Tensor  # [n] bool (valley and c > c_threshold)
+    keeps: Tensor  # [n] bool: same flat side as at w and asymmetric
+    fraction: Tensor  # [] mean of keeps
+    v_norm: Tensor  # [n] ‖v‖ ≤ R′ (before projection)
+
+
+def neighbour_asymmetry(model, params: Params, buffers: Params, u: Params, R: float, x: Tensor, y: Tensor, *,
+                        n_neighbours: int, generator: torch.Generator, radius: float | None = None,
+                        n_points: int = 61, r_frac: float = 0.3, c_threshold: float = 2.0, bn: str = "eval",
+                        ref_x=None, loss="ce", scan_kw=None) -> NeighbourResult:
+    """He et al. §4.2, Assumption 2 (Fig. 4): v uniform in the ball B(R′) (R′ = `radius`, default R),
+    i.e. v = R′·U^{1/D}·g/‖g‖ with g Gaussian, U ~ U[0,1), D = number of coordinates; neighbour
+    w′ = w + v − ⟨v,u⟩u; the loss along u at w′ on n_points of [−R, R]; Definition-1 index at each.
+    `keeps` = the neighbour's flat side equals the one at w and c > c_threshold. u: one unit direction.
+    """
+    R = _positive("R", float(R))
+    rad = R if radius is None else _positive("radius", radius)
+    n = _count("n_neighbours", n_neighbours, 1)
+    _count("n_points", n_points, 5, odd=True)
+    u = dirs.normalize(u)
+    device, dtype = _like(params)
+    g = dirs.sample_directions(params, "gauss", n, generator=generator)  # uniform on the unit sphere
+    D = sum(v.numel() for v in params.values())
+    U = torch.rand(n, generator=generator, device=generator.device, dtype=torch.float64)
+    r = (rad * U ** (1.0 / D)).to(device=device, dtype=dtype)
+    v = {kk: t * r.view(-1, *([1] * (t.dim() - 1))) for kk, t in g.items()}
+    shift = dirs.orthogonal_component(v, u, batch_dims=1)
+    origins = {kk: torch.cat([params[kk].unsqueeze(0), params[kk].unsqueeze(0) + shift[kk]]) for kk in params}
+    t = torch.linspace(-R, R, n_points, dtype=torch.float64, device=device)
+    L = scan_lines_from(model, origins, buffers, _one(u), t.to(dtype), x, y, **_kw(bn, ref_x, loss, scan_kw))
+    a = asymmetry_index(t, L, r_frac=r_frac, c_threshold=c_threshold)
+    keeps = (a.flat_side[1:] == a.flat_side[0]) & a.asymmetric[1:]
+    return NeighbourResult(steps=t, ref_losses=L[0], ref_c=a.c[0], ref_flat_side=a.flat_side[0], losses=L[1:],
+                           c=a.c[1:], flat_side=a.flat_side[1:], asymmetric=a.asymmetric[1:], keeps=keeps,
+                           fraction=keeps.double().mean(), v_norm=r)
+
+
+# ---------------------------------------------------------------- §6.1, Fig. 7: segment profile
+
+@dataclass(frozen=True)
+class SegmentProfile:
+    """Loss along (1−t)a + t·b, t ∈ [0, 1]."""
+
+    t: Tensor  # [n]
+    train: Tensor  # [n]
+    test: Tensor | None  # [n]
+    train_acc: Tensor | None  # [n] (loss "ce" only)
+    test_acc: Tensor | None  # [n]
+    bump: Tensor  # [] max interior train loss − max(endpoints)  (He Fig. 7: ≤ τ means "no bump")
+    barrier: Tensor  # [] max train loss − mean(endpoints)  (Fort & Jastrzebski's barrier)
+    test_bump: Tensor | None  # [] bump of the test curve
+
+
+def _bump(L: Tensor) -> Tensor:
+    return L[1:-1].amax() - torch.maximum(L[0], L[-1])
+
+
+def segment_profile(model, a: Params, b: Params, buffers: Params, x: Tensor, y: Tensor, *, n_points: int = 41,
+                    bn: str = "eval", ref_x=None, loss="ce", x_test=None, y_test=None, scan_kw=None) -> SegmentProfile:
+    """He et al. §6.1, Fig. 7 (AV-8): train (and test) loss at n_points of (1−t)a + t·b = a + t(b − a);
+    bump = max over interior points − max(L(a), L(b)); barrier (Fort) = max over all − mean(L(a), L(b)).
+    With bn="recompute" each point gets its own BN statistics (the buffers then only fill the rest)."""
+    n = _count("n_points", n_points, 3)
+    device, dtype = _like(a)
+    t = torch.linspace(0.0, 1.0, n, dtype=dtype, device=device)
+    ab = _one(dirs.sub(b, a))
+    kw = _kw(bn, ref_x, loss, scan_kw)
+    acc = loss == "ce"
+
+    def run(xx, yy):
+        out = scan_lines_from(model, _one(a), buffers, ab, t, xx, yy, with_acc=acc, **kw)
+        return (out[0][0], out[1][0]) if acc else (out[0], None)
+
+    train, train_acc = run(x, y)
+    test, test_acc = run(x_test, y_test) if x_test is not None else (None, None)
+    return SegmentProfile(t=t, train=train, test=test, train_acc=train_acc, test_acc=test_acc, bump=_bump(train),
+                          barrier=train.amax() - (train[0] + train[-1]) / 2,
+                          test_bump=None if test is None else _bump(test))
+
+
+# ---------------------------------------------------------------- §6.1, Fig. 8: flat side of SWA
+
+@dataclass(frozen=True)
+class FlatSideResult:
+    """SWA vs SGD along u_inter and along (u_inter + u_rand)/‖·‖ (He et al. §6.1, Fig. 8)."""
+
+    distance: Tensor  # [] ‖w_swa − w_sgd‖
+    loss_sgd: Tensor  # [] L(w_sgd)
+    rise_swa: Tensor  # [] L(w_sgd + D·u_inter) − L(w_sgd)  (= the SWA point)
+    rise_opposite: Tensor  # [] L(w_sgd − D·u_inter) − L(w_sgd)
+    log_ratio: Tensor  # [] log(rise_opposite / rise_swa); nan unless both rises > 0
+    steps: Tensor  # [s] grid on [−radius, radius] around w_sgd
+    inter_losses: Tensor  # [s] loss along u_inter
+    random_losses: Tensor  # [n_random, s] loss along each mixed direction
+    c: Tensor  # [n_random] Definition-1 index at w_sgd
+    is_valley: Tensor  # [n_random]
+    flat_side: Tensor  # [n_random] ±1
+    swa_side: Tensor  # [n_random] ±1: sign of ⟨w_swa − w_sgd, direction⟩
+    swa_on_flat_side: Tensor  # [n_random] bool
+    fraction: Tensor  # [] mean of swa_on_flat_side over all n_random directions
+
+
+def flat_side_comparison(model, w_sgd: Params, w_swa: Params, buffers: Params, x: Tensor, y: Tensor, *,
+                         n_random: int, generator: torch.Generator, n_points: int = 41, radius_factor: float = 2.0,
+                         r_frac: float = 0.3, c_threshold: float = 2.0, bn: str = "eval", ref_x=None, loss="ce",
+                         scan_kw=None, family="gauss") -> FlatSideResult:
+    """He et al. §6.1, Fig. 8 (AV-10). With D = ‖w_swa − w_sgd‖, u_inter = (w_swa − w_sgd)/D:
+    (i) rises at distance D from w_sgd: on the SWA side (the SWA point itself) and on the opposite
+    side, log(rise_opposite / rise_swa) > 0 when SWA sits on the flatter side;
+    (ii) n_random directions (u_inter + u_rand)/‖·‖, u_rand a unit direction of `family` (a name or a
+    sampler; He: Gaussian): Definition-1 flat side at w_sgd on a grid of n_points over
+    [−radius_factor·D, radius_factor·D], compared with the side on which w_swa lies. `fraction` counts every direction (a non-valley direction still has a flatter side)."""
+    _count("n_random", n_random, 1)
+    _count("n_points", n_points, 5, odd=True)
+    kw = _kw(bn, ref_x, loss, scan_kw)
+    device, dtype = _like(w_sgd)
+    d = dirs.sub(w_swa, w_sgd)
+    D = dirs.norm(d)
+    if not D > 0:
+        raise ValueError("w_swa equals w_sgd: the SGD→SWA direction is undefined")
+    u_inter = {kk: v / D for kk, v in d.items()}
+    three = torch.stack([-D, torch.zeros_like(D), D])
+    L3 = scan_lines(model, w_sgd, buffers, _one(u_inter), three, x, y, **kw)[0]
+    rise_swa, rise_opp = L3[2] - L3[1], L3[0] - L3[1]
+    both = (rise_swa > 0) & (rise_opp > 0)
+    log_ratio = torch.where(both, torch.log(rise_opp.clamp_min(1e-300) / rise_swa.clamp_min(1e-300)), torch.nan)
+    u_rand = dirs.sample_directions(w_sgd, family, n_random, generator=generator)
+    mixed = dirs.normalize({kk: u_inter[kk].unsqueeze(0) + v for kk, v in u_rand.items()}, batch_dims=1)
+    t = torch.linspace(-1.0, 1.0, n_points, dtype=torch.float64, device=device) * radius_factor * D.double()
+    L = scan_lines(model, w_sgd, buffers, {kk: torch.cat([u_inter[kk].unsqueeze(0), v]) for kk, v in mixed.items()},
+                   t.to(dtype), x, y, **kw)
+    a = asymmetry_index(t, L[1:], r_frac=r_frac, c_threshold=c_threshold)
+    swa_side = torch.where(dirs.dot(_one(d), mixed, batch_dims=1) >= 0, 1, -1).to(torch.int64)
+    on_flat = a.flat_side == swa_side
+    return FlatSideResult(distance=D, loss_sgd=L3[1], rise_swa=rise_swa, rise_opposite=rise_opp, log_ratio=log_ratio,
+                          steps=t, inter_losses=L[0], random_losses=L[1:], c=a.c, is_valley=a.is_valley,
+                          flat_side=a.flat_side, swa_side=swa_side, swa_on_flat_side=on_flat,
+                          fraction=on_flat.double().mean())
+
+
+# ---------------------------------------------------------------- §6.2, Fig. 10: random-ray width
+
+@dataclass(frozen=True)
+class RayWidthResult:
+    """Width along rays w + l·v, l ≥ 0."""
+
+    widths: Tensor  # [k] first l with L(w + l·v) − L(w) ≥ delta_rise (interpolated); inf if censored
+    censored: Tensor  # [k] bool: no such l ≤ max_dist
+    mean_width: Tensor  # [] mean over rays, censored rays counted as max_dist (then a lower bound)
+    steps: Tensor  # [s] distances 0..max_dist
+    losses: Tensor  # [k, s]
+
+
+def random_ray_width(model, params: Params, buffers: Params, x: Tensor, y: Tensor, *, directions: Params,
+                     delta_rise: float, max_dist: float, n_points: int = 51, bn: str = "eval", ref_x=None,
+                     loss="ce", scan_kw=None) -> RayWidthResult:
+    """He et al. §6.2, Fig. 10 (AV-11), after Izmailov et al.'s rays: per unit direction v the distance
+    where train loss first rises by delta_rise above L(w), linear interpolation on n_points of [0, max_dist].
+    (Computed with `radius_for_rise` on the ray mirrored into a symmetric line, whose two sides coincide.)
+    On a quadratic L(w + l·v) = L(w) + κl²/2 the width is sqrt(2Δ/κ)."""
+    delta, dmax = _positive("delta_rise", delta_rise), _positive("max_dist", max_dist)
+    n = _count("n_points", n_points, 3)
+    device, dtype = _like(params)
+    steps = torch.linspace(0.0, dmax, n, dtype=torch.float64, device=device)
+    L = scan_lines(model, params, buffers, directions, steps.to(dtype), x, y, **_kw(bn, ref_x, loss, scan_kw))
+    sym_steps = torch.cat([-steps[1:].flip(0), steps])
+    width = radius_for_rise(sym_steps, torch.cat([L[:, 1:].flip(-1), L], dim=-1), delta)
+    censored = ~torch.isfinite(width)
+    return RayWidthResult(widths=width, censored=censored, mean_width=torch.where(censored, dmax, width).mean(),
+                          steps=steps, losses=L)
+
+
+# ---------------------------------------------------------------- §5.2, Fig. 6: profile stabilisation
+
+def profile_correlation(profiles_t: Tensor, profile_final: Tensor) -> Tensor:
+    """He et al. §5.2, Fig. 6 (AV-12): Pearson correlation over the grid between the loss profile along a
+    fixed direction at each checkpoint, profiles_t [..., T, s], and the final profile [..., s] -> [..., T]."""
+    if profiles_t.shape[-1] != profile_final.shape[-1] or profiles_t.dim() < 2:
+        raise ValueError(f"profiles_t must be [..., T, s] and profile_final [..., s]; got "
+                         f"{tuple(profiles_t.shape)} and {tuple(profile_final.shape)}")
+    a = profiles_t.double() - profiles_t.double().mean(-1, keepdim=True)
+    b = (profile_final.double() - profile_final.double().mean(-1, keepdim=True)).unsqueeze(-2)
+    return (a * b).sum(-1) / (a.square().sum(-1) * b.square().sum(-1)).sqrt()
