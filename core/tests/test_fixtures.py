@@ -153,5 +153,25 @@ def test_cli_build_reports_missing_data(tmp_path, capsys):
     code = main(["build", "-m", "gpu", "--case", "cifar10-vgg16", "--device", "cpu",
                  "--cache-dir", str(tmp_path / "c"), "--data-dir", str(tmp_path / "data")])
     out = capsys.readouterr().out
-    n_runs = len(specs.case("gpu", "cifar10-vgg16").runs)
+    c = specs.case("gpu", "cifar10-vgg16")
+    n_runs = len(c.runs) + len(c.sgd_from)
     assert code == 0 and f"{n_runs} skipped-missing-data" in out and "0 trained" in out
+
+
+def test_cli_jobs_trains_each_artifact_once(tmp_path):
+    """Two builder processes over a tiny case: every artifact is trained once, the parent loads."""
+    out = _cli("build", "-m", "cpu", "--case", "mnist1d-mlp-nobn", "--jobs", "2",
+               "--cache-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    n = len(specs.case("cpu", "mnist1d-mlp-nobn").runs)
+    import re
+    trained, loaded = map(int, re.search(r"(\d+) trained, (\d+) loaded", out.stdout).groups())
+    assert trained + loaded == n
+    listed = _cli("list", "--cache-dir", str(tmp_path)).stdout
+    assert f"{n} artifact(s)" in listed
+
+
+def test_cli_bad_jobs_is_one_line_exit_2(tmp_path):
+    out = _cli("build", "-m", "cpu", "--jobs", "0", "--cache-dir", str(tmp_path))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "must be a positive integer" in out.stderr

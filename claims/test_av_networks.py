@@ -1,0 +1,631 @@
+"""He, Huang, Yuan 2019 ("Asymmetric Valleys") — the claims on trained networks.
+
+AV-1  §3.2: "we can *always* find asymmetric directions with certain specification (r̄, r, p, c)
+      with c > 2, which means all the solutions that SGD found are located in asymmetric valleys."
+      Per seed: any of K = 20 `paper` directions with Definition-1 index c_u > 2. Replicated iff every
+      seed is and the Clopper–Pearson lower bound of the rate > 0.5 (α_i = 0.05/16). 10 seeds.
+AV-1b §3.2: "we can find an asymmetric direction ... with decent probability." Per-seed prevalence;
+      replicated iff the lower bound of the mean > 0.1. Reported per direction family.
+AV-2  §6 / App. H: "batch normalization seems to be a major cause for asymmetric valleys." Paired
+      by seed: prevalence(BN) − prevalence(no BN) > 0 (one-sided t).
+AV-3  §4.2, Fig. 3: "after applying a horizontal shift δ = 0.4 to the test loss, the two curves overlap
+      almost perfectly ... ξ_{δ=0.4} = 0.03, which is much lower than ξ_{δ=0} = 0.22." Per seed: median
+      over asymmetric directions of ln(ξ_δ*/ξ_0); replicated iff the upper bound < ln 0.5, refuted iff
+      the lower bound > ln 0.9.
+AV-4  §4.2, Fig. 4: "we verified that u is (4, 2, 0.1, 5.22)-asymmetric with respect to all neighboring
+      points." 100 neighbours w* + v − ⟨v,u⟩u, v ∈ B(R); per seed the fraction keeping the sharp side
+      with c_u > 2; replicated iff the lower bound of the mean > 0.8.
+AV-8  §6.1, Fig. 7: "there is no 'bump' between these two solutions." SWA ↔ SGD-from-SWA, train loss
+      with BN recomputed at 41 points; per seed bump ≤ τ_abs + τ_rel·max(endpoints); CP bound > 0.5.
+AV-9  §6.1, Table 1: "although the biased SWA solution has higher training loss than the solution
+      found by SGD, it indeed yields lower test loss." Paired by seed, intersection–union of the two
+      one-sided tests. SGD-from-SWA follows a pre-registered FIXED rule (lr 1% of base, fixed epochs),
+      not the authors' keep-if-it-fits selection (PROTOCOLS.md), which is reported beside, labelled.
+AV-10 §6.1, Fig. 8: "SWA has a bias on the flat side compared with the SGD solution." Per seed
+      ln(rise_opposite/rise_SWA) > 0 AND the fraction of 10 directions u_inter + u_rand with SWA on the
+      flatter side > 0.5 (intersection–union).
+AV-11 §6.2, Fig. 10: along random Gaussian rays SWA looks wider than SGD although both share a basin.
+      Per seed mean width over 20 rays (rise of 1 nat); paired SWA − SGD > 0.
+AV-12 §5.2, Fig. 6: "after the first 40 epochs, the projected loss surfaces becomes relatively stable."
+      Per seed: min over checkpoints from 40% of training of corr(profile_t, profile_final) > 0.9.
+
+Every setting comes from claims/registry.toml. Each claim has a negative control — a landscape or a
+pairing where the claim is false — that must not come out replicated.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from core import plots, stats
+from core.harness import check_claim, check_control, claim_of
+from core.landscape import directions as dirs
+from core.landscape.asymmetry import asymmetry_index
+from core.landscape.probes import (asymmetry_survey, flat_side_comparison, neighbour_asymmetry,
+                                   profile_correlation, random_ray_width, segment_profile,
+                                   shift_gap)
+from core.landscape.scan import scan_lines, scan_points_loss_acc
+from core.registry import load_registry
+from core.train import authors_selection_rule, evaluate
+from fixtures.av_probes import stream, tier_value
+from fixtures.specs import tier as tier_cases
+
+ROBUSTNESS_SEEDS = 3   # other direction families run on the first 3 seeds only (descriptive table;
+# compute budget of the cpu tier: a Definition-1 survey is ~1,900 forward passes), never the verdict
+CPU_BN, CPU_NOBN = "mnist1d-mlp-bn", "mnist1d-mlp-nobn"
+
+
+def _cases():
+    cpu = [pytest.param("cpu", CPU_BN, marks=pytest.mark.cpu, id=f"cpu-{CPU_BN}")]
+    gpu = [pytest.param("gpu", c.name, marks=pytest.mark.gpu, id=f"gpu-{c.name}")
+           for c in tier_cases("gpu") if not c.name.endswith("nobn")]
+    return cpu + gpu
+
+
+CASES = _cases()
+PAIRS = [pytest.param("cpu", CPU_BN, CPU_NOBN, marks=pytest.mark.cpu, id="cpu-mnist1d-mlp"),
+         pytest.param("gpu", "mnist1d-large-cnn1d-bn", "mnist1d-large-cnn1d-nobn",
+                      marks=pytest.mark.gpu, id="gpu-mnist1d-large-cnn1d")]
+
+
+# ---------------------------------------------------------------- shared helpers
+
+def _seeds(net, claim, tier, need=("sgd",)) -> list[int]:
+    """Indices of the first n-planned seeds whose runs finished (diverged seeds are listed, not used)."""
+    first = range(min(int(claim.seeds[tier]), len(net.seeds)))
+    return [i for i in first if net.seeds[i].ok and all(getattr(net.seeds[i], w) is not None
+                                                        for w in need)]
+
+
+def _status_table(net, claim, tier) -> list[dict]:
+    return net.status_rows()[: int(claim.seeds[tier])]
+
+
+def _fig(figure_dir, claim_id, tier, case, what):
+    return figure_dir / f"{claim_id}_{tier}_{case}_{what}.png"
+
+
+def _family_seeds(claim, family, seeds):
+    """All seeds for the family the verdict uses; the first ROBUSTNESS_SEEDS for the others."""
+    return seeds if family == claim.settings.get("family", "paper") else seeds[:ROBUSTNESS_SEEDS]
+
+
+def _prevalence(net, i, family, claim) -> float:
+    return float(net.survey(i, family, claim).asymmetric.double().mean())
+
+
+def _family_row(claim, tier, family, values, rule=None) -> dict:
+    """A robustness-table row: the claim's own rule (or `rule`) applied to another family's data."""
+    alpha = load_registry().alpha_for(claim.id)
+    res = stats.decide(rule or claim.rule, alpha, values)
+    return {"family": family, "n": res.n, "estimate": round(res.estimate, 4),
+            "ci": [round(res.ci[0], 4), round(res.ci[1], 4)], "verdict": res.verdict,
+            "used_for_verdict": family == claim.settings.get("family", "paper")}
+
+
+def _quadratic_control(net):
+    """A landscape where asymmetry is false by construction: a linear least-squares model at its exact
+    minimum. Its loss is exactly quadratic in the weights, so every line is a symmetric parabola."""
+    x = net.x_train.flatten(1).double()
+    X = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], 1)
+    Y = torch.nn.functional.one_hot(net.y_train, int(net.y_train.max()) + 1).double()
+    W = torch.linalg.lstsq(X, Y).solution                       # [D + 1, C]
+    model = torch.nn.Linear(x.shape[1], Y.shape[1]).to(x.device)
+    params = {"weight": W[:-1].T.float().contiguous(), "bias": W[-1].float().contiguous()}
+
+    def sq_loss(out, y):
+        return (out - torch.nn.functional.one_hot(y, out.shape[-1]).to(out.dtype)).square().sum(-1)
+    return torch.nn.Sequential(torch.nn.Flatten(), model), params, sq_loss
+
+
+def _control_survey(net, claim, seed: int):
+    model, params, loss = _quadratic_control(net)
+    params = {f"1.{k}": v for k, v in params.items()}
+    st = claim.settings
+    return asymmetry_survey(model, params, {}, net.x_train, net.y_train, family=st["family"],
+                            k=int(st["k_directions"]), generator=stream(seed, "control", claim.id),
+                            delta_rise=float(st["delta_rise"]), r_frac=float(st["r_frac"]),
+                            c_threshold=float(st["c_threshold"]), n_points=int(st["n_points"]),
+                            r_search_max=float(st["r_search_max"]),
+                            r_search_min=float(st["r_search_min"]),
+                            r_search_points=int(st["r_search_points"]), loss=loss), \
+        (model, params, loss)
+
+
+def _slopes(steps, losses, r_frac):
+    """Mean outward slopes (s₊, s₋) on the window, for the Fig. 2 style figure."""
+    a = asymmetry_index(steps, losses, r_frac=r_frac)
+    w = a.window.double()
+    return [float((a.slopes[k] * w).sum() / w.sum()) for k in (0, 1)], float(a.r), float(a.R)
+
+
+# ---------------------------------------------------------------- AV-1, AV-1b, AV-2
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av1_every_sgd_solution_is_an_asymmetric_valley(request, av_net, figure_dir, tier, case):
+    claim, net = claim_of("AV-1"), av_net(tier, case)
+    seeds = _seeds(net, claim, tier)
+    fam = claim.settings["family"]
+    rows = [_family_row(claim, tier, f, {"successes": [bool(net.survey(i, f, claim).asymmetric.any())
+                                                       for i in _family_seeds(claim, f, seeds)]})
+            for f in claim.settings["families_reported"]]
+    paper = [net.survey(i, fam, claim) for i in seeds]
+    any_asym = [bool(s.asymmetric.any()) for s in paper]
+    bn_rows = _bn_recompute_rows(net, claim, tier, seeds)
+    s0 = paper[0]
+    j = int(torch.nan_to_num(s0.c, nan=-1.0).argmax())
+    slopes, r, R = _slopes(torch.linspace(-1, 1, s0.losses.shape[-1], dtype=torch.float64),
+                           s0.losses[j].double(), float(claim.settings["r_frac"]))
+    fig = plots.loss_along_direction(
+        _fig(figure_dir, "AV-1", tier, case, "direction"), s0.steps[j], s0.losses[j],
+        slopes=slopes, r=r * float(s0.R[j]), R=R * float(s0.R[j]),
+        title=f"AV-1 {case} seed {net.seeds[seeds[0]].seed}: c_u = {float(s0.c[j]):.2f}")
+    check_claim(request, "AV-1", tier=tier, case=case, data={"successes": any_asym},
+                per_seed={"any_asymmetric": [float(a) for a in any_asym],
+                          "max_c": [float(torch.nan_to_num(s.c, nan=0.0).max()) for s in paper],
+                          "prevalence": [float(s.asymmetric.double().mean()) for s in paper],
+                          "no_rise": [float(s.no_rise.double().mean()) for s in paper]},
+                figures=[fig], tables={"direction families (AV-1 rule per family)": rows,
+                                       "BN recomputed vs eval (first seeds)": bn_rows,
+                                       "seeds": _status_table(net, claim, tier)})
+
+
+def _bn_recompute_rows(net, claim, tier, seeds) -> list[dict]:
+    """CLAIMS.md: the cpu tier may use eval-mode BN if it reports the recomputed variant too."""
+    n = int(claim.settings.get("bn_recompute_report_seeds", 1))
+    rows = []
+    for i in seeds[:n]:
+        for bn in ("eval", "recompute"):
+            s = net.survey(i, claim.settings["family"], claim, bn=bn)
+            rows.append({"seed": net.seeds[i].seed, "bn": bn,
+                         "asymmetric": int(s.asymmetric.sum()), "of": int(s.c.numel()),
+                         "max_c": round(float(torch.nan_to_num(s.c, nan=0.0).max()), 3)})
+    return rows
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av1_control_quadratic_landscape(request, av_net, tier, case):
+    claim, net = claim_of("AV-1"), av_net(tier, case)
+    n = int(claim.seeds[tier])
+    found = [bool(_control_survey(net, claim, s)[0].asymmetric.any()) for s in range(n)]
+    check_control(request, "AV-1", tier=tier, case=f"control: least-squares quadratic ({case})",
+                  data={"successes": found}, per_seed={"any_asymmetric": [float(f) for f in found]})
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av1b_random_directions_asymmetric_with_decent_probability(request, av_net, tier, case):
+    claim, net = claim_of("AV-1b"), av_net(tier, case)
+    seeds = _seeds(net, claim, tier)
+    prev = {f: [_prevalence(net, i, f, claim) for i in _family_seeds(claim, f, seeds)]
+            for f in claim.settings["families_reported"]}
+    rows = [_family_row(claim, tier, f, {"values": v}) for f, v in prev.items()]
+    check_claim(request, "AV-1b", tier=tier, case=case, data={"values": prev["paper"]},
+                per_seed={f"prevalence_{f}": v for f, v in prev.items()},
+                tables={"direction families (AV-1b rule per family)": rows,
+                        "seeds": _status_table(net, claim, tier)})
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av1b_control_quadratic_landscape(request, av_net, tier, case):
+    claim, net = claim_of("AV-1b"), av_net(tier, case)
+    prev = [float(_control_survey(net, claim, s)[0].asymmetric.double().mean())
+            for s in range(int(claim.seeds[tier]))]
+    check_control(request, "AV-1b", tier=tier, case=f"control: least-squares quadratic ({case})",
+                  data={"values": prev}, per_seed={"prevalence": prev})
+
+
+@pytest.mark.parametrize("tier,case_bn,case_nobn", PAIRS)
+def test_av2_batchnorm_causes_asymmetry(request, av_net, tier, case_bn, case_nobn):
+    claim = claim_of("AV-2")
+    bn, nobn = av_net(tier, case_bn), av_net(tier, case_nobn)
+    seeds = [i for i in _seeds(bn, claim, tier) if i in _seeds(nobn, claim, tier)]
+    prev = {f: ([_prevalence(bn, i, f, claim) for i in _family_seeds(claim, f, seeds)],
+                [_prevalence(nobn, i, f, claim) for i in _family_seeds(claim, f, seeds)])
+            for f in claim.settings["families_reported"]}
+    rows = [_family_row(claim, tier, f, {"a": a, "b": b}) for f, (a, b) in prev.items()]
+    a, b = prev[claim.settings["family"]]
+    check_claim(request, "AV-2", tier=tier, case=f"{case_bn} vs {case_nobn}", data={"a": a, "b": b},
+                per_seed={"prevalence_bn": a, "prevalence_nobn": b},
+                tables={"direction families (AV-2 rule per family)": rows})
+
+
+@pytest.mark.parametrize("tier,case_bn,case_nobn", PAIRS)
+def test_av2_control_arms_swapped(request, av_net, tier, case_bn, case_nobn):
+    """The claim read backwards ("removing BN causes asymmetry"): must not come out replicated."""
+    claim = claim_of("AV-2")
+    bn, nobn = av_net(tier, case_bn), av_net(tier, case_nobn)
+    seeds = [i for i in _seeds(bn, claim, tier) if i in _seeds(nobn, claim, tier)]
+    fam = claim.settings["family"]
+    a = [_prevalence(nobn, i, fam, claim) for i in seeds]
+    b = [_prevalence(bn, i, fam, claim) for i in seeds]
+    check_control(request, "AV-2", tier=tier, case=f"control: arms swapped ({case_nobn} vs {case_bn})",
+                  data={"a": a, "b": b}, per_seed={"prevalence_nobn": a, "prevalence_bn": b})
+
+
+# ---------------------------------------------------------------- AV-3: shifted test curve
+
+def _unit_scaled(survey, idx):
+    """Directions idx of a survey scaled by their own R, so the grid t ∈ [−1, 1] spans [−R, R]."""
+    R = survey.R[idx]
+    return {k: v[idx] * R.to(v.dtype).view(-1, *([1] * (v.dim() - 1))) for k, v in survey.directions.items()}
+
+
+def _line_scans(net, tier, i, family, only_asymmetric=True):
+    """Train and test loss on the AV-3 grid along seed i's asymmetric directions of AV-1's survey
+    (only_asymmetric=False: every direction that rose within range — a descriptive variant);
+    None when there is no such direction. Memoised: the claim and its control share it."""
+    def compute():
+        st, surv = claim_of("AV-3").settings, net.survey(i, family, claim_of("AV-1"))
+        pick = surv.asymmetric if only_asymmetric else ~surv.no_rise
+        idx = torch.nonzero(pick).flatten()[: int(st["k_directions"])]
+        if idx.numel() == 0:
+            return None
+        seed, bn = net.seeds[i], tier_value(st["bn_mode"], tier)
+        t = torch.linspace(-1, 1, int(st["n_points"]), dtype=torch.float64)
+        u = _unit_scaled(surv, idx)
+        train = scan_lines(net.model, seed.sgd, seed.sgd_buffers, u, t.float(), net.x_train, net.y_train, bn=bn)
+        test = scan_lines(net.model, seed.sgd, seed.sgd_buffers, u, t.float(), net.x_test, net.y_test,
+                          bn=bn, ref_x=net.x_train)
+        return t, train.double(), test.double()
+    return net.memo(("AV-3 scans", i, family, only_asymmetric), compute)
+
+
+def _shift_gaps(net, tier, i, family, *, mirror=False, only_asymmetric=True):
+    """He Def. 3 along each line: ξ_δ, δ*, ln(ξ_δ*/ξ_0); mirror: the test curve reflected l -> −l."""
+    scans = _line_scans(net, tier, i, family, only_asymmetric)
+    if scans is None:
+        return None
+    st, (t, train, test) = claim_of("AV-3").settings, scans
+    frac = float(st["delta_max_frac"])
+    gap = shift_gap(t, train, test.flip(-1) if mirror else test, inner=float(st["inner_frac"]),
+                    deltas=torch.linspace(-frac, frac, int(st["delta_points"]), dtype=torch.float64))
+    return gap, t, train, test
+
+
+def _median_log_ratio(net, tier, seeds, family, mirror=False, only_asymmetric=True):
+    out = {}
+    for i in seeds:
+        g = _shift_gaps(net, tier, i, family, mirror=mirror, only_asymmetric=only_asymmetric)
+        if g is not None:
+            out[i] = float(g[0].log_ratio.median())
+    return out
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av3_test_curve_is_a_shifted_train_curve(request, av_net, figure_dir, tier, case):
+    claim, net = claim_of("AV-3"), av_net(tier, case)
+    seeds = _seeds(net, claim, tier)
+    per_family = {f: _median_log_ratio(net, tier, _family_seeds(claim, f, seeds), f)
+                  for f in claim_of("AV-1").settings["families_reported"]}
+    rows = [_family_row(claim, tier, f, {"values": list(v.values())}) | {"seeds_with_asymmetry": len(v)}
+            for f, v in per_family.items()]
+    main = per_family[claim.settings["family"]]
+    every = _median_log_ratio(net, tier, seeds[:ROBUSTNESS_SEEDS], claim.settings["family"],
+                              only_asymmetric=False)
+    rows.append({"family": f"paper, EVERY direction, first {ROBUSTNESS_SEEDS} seeds (descriptive, not the rule)",
+                 "per_seed_median_ln_ratio": [round(v, 4) for v in every.values()]})
+    figs = []
+    if main or every:   # an asymmetric direction if any; else a descriptive one (labelled)
+        gap, t, train, test = _shift_gaps(net, tier, next(iter(main or every)), claim.settings["family"],
+                                          only_asymmetric=bool(main))
+        d = float(gap.delta_star[0])
+        lp = (test[0] - test[0].min() + train[0].min()).numpy()
+        shifted = np.interp(t.numpy() + d, t.numpy(), lp, left=np.nan, right=np.nan)
+        kind = "asymmetric direction" if main else "NOT asymmetric (descriptive)"
+        figs.append(plots.shift_curves(
+            _fig(figure_dir, "AV-3", tier, case, "shift"), t, train[0], shifted, d,
+            title=f"AV-3 {case}, {kind}: ξ_δ*/ξ_0 = {math.exp(float(gap.log_ratio[0])):.2f} (l in units of R)"))
+    check_claim(request, "AV-3", tier=tier, case=case, data={"values": list(main.values())},
+                per_seed={"median_log_xi_ratio": list(main.values()),
+                          "seed": [float(net.seeds[i].seed) for i in main]},
+                figures=figs, tables={"direction families (AV-3 rule per family)": rows,
+                                      "seeds": _status_table(net, claim, tier)})
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av3_control_mirrored_test_curve(request, av_net, tier, case):
+    """A test curve reflected l -> −l: no horizontal shift can undo a reflection of an asymmetric curve."""
+    claim, net = claim_of("AV-3"), av_net(tier, case)
+    vals = list(_median_log_ratio(net, tier, _seeds(net, claim, tier), claim.settings["family"],
+                                  mirror=True).values())
+    check_control(request, "AV-3", tier=tier, case=f"control: mirrored test curve ({case})",
+                  data={"values": vals}, per_seed={"median_log_xi_ratio": vals})
+
+
+# ---------------------------------------------------------------- AV-4: neighbours
+
+def _neighbours(net, survey, model, params, buffers, *, key, bn, loss="ce"):
+    """Assumption 2 around the first asymmetric direction of `survey` (the first direction if none)."""
+    st = claim_of("AV-4").settings
+    asym = torch.nonzero(survey.asymmetric).flatten()
+    j = int(asym[0]) if asym.numel() else 0
+    res = neighbour_asymmetry(
+        model, params, buffers, {k: v[j] for k, v in survey.directions.items()}, float(survey.R[j]),
+        net.x_train, net.y_train, n_neighbours=int(st["n_neighbours"]), generator=stream(*key),
+        n_points=int(st["n_points"]), r_frac=float(st["r_frac"]),
+        c_threshold=float(st["c_threshold"]), bn=bn, loss=loss)
+    return res, bool(asym.numel())
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av4_asymmetry_persists_at_neighbours(request, av_net, figure_dir, tier, case):
+    claim, net = claim_of("AV-4"), av_net(tier, case)
+    bn = tier_value(claim.settings["bn_mode"], tier)
+    res = {}
+    for i in _seeds(net, claim, tier):
+        seed, survey = net.seeds[i], net.survey(i, claim.settings["family"], claim_of("AV-1"))
+        if not bool(survey.asymmetric.any()):
+            continue  # no asymmetric direction: nothing to test at this seed (listed, n_used < n)
+        res[i], _ = _neighbours(net, survey, net.model, seed.sgd, seed.sgd_buffers,
+                                key=(seed.seed, "AV-4"), bn=bn)
+    frac = [float(r.fraction) for r in res.values()]
+    first = next(iter(res.values()), None)
+    figs = [] if first is None else [plots.neighbour_band(
+        _fig(figure_dir, "AV-4", tier, case, "neighbours"), first.steps, first.losses.mean(0),
+        first.losses.std(0), title=f"AV-4 {case}: {int(first.keeps.sum())}/{first.keeps.numel()} neighbours keep c > 2")]
+    check_claim(request, "AV-4", tier=tier, case=case, data={"values": frac},
+                per_seed={"fraction_kept": frac, "seed": [float(net.seeds[i].seed) for i in res]},
+                figures=figs, tables={"seeds": _status_table(net, claim, tier)})
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av4_control_quadratic_landscape(request, av_net, tier, case):
+    claim, net = claim_of("AV-4"), av_net(tier, case)
+    frac = []
+    for s in range(int(claim.seeds[tier])):
+        surv, (model, params, loss) = _control_survey(net, claim_of("AV-1"), s)
+        res, _ = _neighbours(net, surv, model, params, {}, key=(s, "AV-4 control"), bn="eval", loss=loss)
+        frac.append(float(res.fraction))
+    check_control(request, "AV-4", tier=tier, case=f"control: least-squares quadratic ({case})",
+                  data={"values": frac}, per_seed={"fraction_kept": frac})
+
+
+# ---------------------------------------------------------------- AV-8, AV-9: SWA vs SGD from SWA
+
+def _segment(net, a, b, buffers, claim):
+    return segment_profile(net.model, a, b, buffers, net.x_train, net.y_train,
+                           n_points=int(claim.settings["n_points"]), bn=claim.settings["bn"],
+                           x_test=net.x_test, y_test=net.y_test)
+
+
+def _no_bump(prof, claim) -> bool:
+    st, ends = claim.settings, torch.maximum(prof.train[0], prof.train[-1])
+    return bool(prof.bump <= float(st["tau_abs"]) + float(st["tau_rel"]) * ends)
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av8_swa_and_sgd_from_swa_share_a_basin(request, av_net, figure_dir, tier, case):
+    claim, net = claim_of("AV-8"), av_net(tier, case)
+    seeds = _seeds(net, claim, tier, need=("swa", "sgd_from"))
+    profs = [_segment(net, net.seeds[i].swa, net.seeds[i].sgd_from, net.seeds[i].swa_buffers, claim)
+             for i in seeds]
+    ok = [_no_bump(p, claim) for p in profs]
+    fig = plots.segment_profile(_fig(figure_dir, "AV-8", tier, case, "segment"), profs[0].t,
+                                profs[0].train, profs[0].test,
+                                title=f"AV-8 {case} seed {net.seeds[seeds[0]].seed}: SWA (t=0) → SGD from SWA (t=1)")
+    check_claim(request, "AV-8", tier=tier, case=case, data={"successes": ok},
+                per_seed={"no_bump": [float(o) for o in ok], "bump": [float(p.bump) for p in profs],
+                          "endpoint_max": [float(torch.maximum(p.train[0], p.train[-1])) for p in profs]},
+                figures=[fig], tables={"seeds": _status_table(net, claim, tier)})
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av8_control_independent_solutions(request, av_net, tier, case):
+    """SWA solutions of two different seeds (independent initialisations) are not expected to share
+    a basin: the no-bump rule must not replicate on their segments."""
+    claim, net = claim_of("AV-8"), av_net(tier, case)
+    seeds = _seeds(net, claim, tier, need=("swa",))
+    pairs = list(zip(seeds, seeds[1:] + seeds[:1]))
+    profs = [_segment(net, net.seeds[i].swa, net.seeds[j].swa, net.seeds[i].swa_buffers, claim)
+             for i, j in pairs]
+    ok = [_no_bump(p, claim) for p in profs]
+    check_control(request, "AV-8", tier=tier, case=f"control: SWA of seed i ↔ SWA of seed i+1 ({case})",
+                  data={"successes": ok}, per_seed={"no_bump": [float(o) for o in ok],
+                                                    "bump": [float(p.bump) for p in profs]})
+
+
+def _metrics(net, params, buffers) -> dict:
+    """Eval-mode loss and accuracy on the FULL train and test splits (no subset, no augmentation)."""
+    tr = evaluate(net.model, net.data.train, params=params, buffers=buffers)
+    te = evaluate(net.model, net.data.test, params=params, buffers=buffers)
+    return {"train_loss": tr["loss"], "train_acc": tr["acc"], "test_loss": te["loss"], "test_acc": te["acc"]}
+
+
+def _arm_metrics(net, seeds):
+    """(SWA metrics, SGD-from-SWA metrics) per seed, computed once per session."""
+    def compute():
+        return ([_metrics(net, net.seeds[i].swa, net.seeds[i].swa_buffers) for i in seeds],
+                [_metrics(net, net.seeds[i].sgd_from, net.seeds[i].sgd_from_buffers) for i in seeds])
+    return net.memo(("AV-9 metrics", tuple(seeds)), compute)
+
+
+def _authors_selection(net, seed, swa_m) -> dict:
+    """The authors' keep-if-it-fits rule on the SGD-from-SWA epochs, reported beside (never decides)."""
+    hist = {e: _metrics(net, p, b) for e, (p, b) in seed.sgd_from_checkpoints.items()}
+    kept = authors_selection_rule(hist, swa_m)
+    return {"seed": seed.seed, "epochs": len(hist), "kept_by_authors_rule": len(kept),
+            "kept_epochs": list(kept)}
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av9_swa_higher_train_lower_test_loss(request, av_net, tier, case):
+    claim, net = claim_of("AV-9"), av_net(tier, case)
+    seeds = _seeds(net, claim, tier, need=("swa", "sgd_from"))
+    swa, sgd = _arm_metrics(net, seeds)
+    col = lambda ms, k: [m[k] for m in ms]  # noqa: E731
+    authors = [_authors_selection(net, net.seeds[i], m) for i, m in zip(seeds, swa)]
+    check_claim(request, "AV-9", tier=tier, case=case,
+                data={"train_higher": {"a": col(swa, "train_loss"), "b": col(sgd, "train_loss")},
+                      "test_lower": {"a": col(swa, "test_loss"), "b": col(sgd, "test_loss")}},
+                per_seed={f"{arm}_{k}": col(ms, k) for arm, ms in (("swa", swa), ("sgd_from_swa", sgd))
+                          for k in ("train_loss", "test_loss", "train_acc", "test_acc")},
+                supporting_data={"accuracy": {
+                    "train_acc": {"a": col(sgd, "train_acc"), "b": col(swa, "train_acc")},
+                    "test_acc": {"a": col(swa, "test_acc"), "b": col(sgd, "test_acc")}}},
+                tables={"authors' selection rule (labelled; not the verdict)": authors,
+                        "seeds": _status_table(net, claim, tier)})
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av9_control_arms_swapped(request, av_net, tier, case):
+    claim, net = claim_of("AV-9"), av_net(tier, case)
+    swa, sgd = _arm_metrics(net, _seeds(net, claim, tier, need=("swa", "sgd_from")))
+    data = {"train_higher": {"a": [m["train_loss"] for m in sgd], "b": [m["train_loss"] for m in swa]},
+            "test_lower": {"a": [m["test_loss"] for m in sgd], "b": [m["test_loss"] for m in swa]}}
+    check_control(request, "AV-9", tier=tier, case=f"control: SGD-from-SWA as 'SWA' ({case})", data=data,
+                  per_seed={"train_loss_diff": [a - b for a, b in zip(data["train_higher"]["a"], data["train_higher"]["b"])]})
+
+
+# ---------------------------------------------------------------- AV-10: SWA on the flat side
+
+def _flat_side(net, i, claim, *, family="gauss", reflect=False):
+    return net.memo(("AV-10", i, family, reflect), lambda: _flat_side_probe(net, i, claim, family, reflect))
+
+
+def _flat_side_probe(net, i, claim, family, reflect):
+    st, seed = claim.settings, net.seeds[i]
+    swa = seed.swa
+    if reflect:   # the SWA point mirrored through w_SGD: it now sits on the other side
+        swa = dirs.add_scaled(seed.sgd_from, dirs.sub(seed.sgd_from, seed.swa))
+    return flat_side_comparison(net.model, seed.sgd_from, swa, seed.swa_buffers, net.x_train, net.y_train,
+                                n_random=int(st["n_random"]), generator=stream(seed.seed, "AV-10", family),
+                                n_points=int(st["n_points"]), radius_factor=float(st["radius_factor"]),
+                                r_frac=float(st["r_frac"]), c_threshold=float(st["c_threshold"]),
+                                bn=st["bn"], family=family)
+
+
+def _av10_data(results, claim):
+    st = claim.settings
+    floor = float(st["rise_floor"])
+    ratio = [float(r.log_ratio) if float(r.rise_swa) > floor and float(r.rise_opposite) > floor
+             else float(st["nonpositive_rise_value"]) for r in results]
+    return {"log_rise_ratio": {"values": ratio},
+            "flat_side_fraction": {"values": [float(r.fraction) for r in results]}}
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av10_swa_is_biased_to_the_flat_side(request, av_net, figure_dir, tier, case):
+    claim, net = claim_of("AV-10"), av_net(tier, case)
+    seeds = _seeds(net, claim, tier, need=("swa", "sgd_from"))
+    res = [_flat_side(net, i, claim, family=claim.settings["u_rand_family"]) for i in seeds]
+    data = _av10_data(res, claim)
+    rows = [{"family": f, "n": min(len(seeds), ROBUSTNESS_SEEDS),
+             **{k: round(float(np.mean(v["values"])), 4) for k, v in _av10_data(
+                 [_flat_side(net, i, claim, family=f) for i in seeds[:ROBUSTNESS_SEEDS]], claim).items()}}
+            for f in claim.settings["families_reported"] if f != claim.settings["u_rand_family"]]
+    r0 = res[0]
+    fig = plots.flat_side_curves(_fig(figure_dir, "AV-10", tier, case, "flat_side"), r0.steps,
+                                 torch.cat([r0.inter_losses[None], r0.random_losses]),
+                                 ["u_inter"] + [f"u_inter+u_rand {k}" for k in range(len(r0.random_losses))],
+                                 title=f"AV-10 {case}: SWA at l = +{float(r0.distance):.2f} (w_SGD at 0)")
+    check_claim(request, "AV-10", tier=tier, case=case, data=data,
+                per_seed={"log_rise_ratio": data["log_rise_ratio"]["values"],
+                          "flat_side_fraction": data["flat_side_fraction"]["values"],
+                          "rise_swa": [float(r.rise_swa) for r in res],
+                          "rise_opposite": [float(r.rise_opposite) for r in res]},
+                figures=[fig], tables={"u_rand families (mean per-seed values)": rows,
+                                       "seeds": _status_table(net, claim, tier)})
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av10_control_reflected_swa(request, av_net, tier, case):
+    claim, net = claim_of("AV-10"), av_net(tier, case)
+    res = [_flat_side(net, i, claim, family=claim.settings["u_rand_family"], reflect=True)
+           for i in _seeds(net, claim, tier, need=("swa", "sgd_from"))]
+    data = _av10_data(res, claim)
+    check_control(request, "AV-10", tier=tier, case=f"control: SWA reflected through w_SGD ({case})",
+                  data=data, per_seed={k: v["values"] for k, v in data.items()})
+
+
+# ---------------------------------------------------------------- AV-11: random-ray illusion
+
+def _widths(net, i, claim, tier):
+    return net.memo(("AV-11", i), lambda: _width_probe(net, i, claim, tier))
+
+
+def _width_probe(net, i, claim, tier):
+    st, seed = claim.settings, net.seeds[i]
+    rays = dirs.sample_directions(seed.swa, st["family"], int(st["n_rays"]), generator=stream(seed.seed, "AV-11"))
+    kw = dict(directions=rays, delta_rise=float(st["delta_rise"]), max_dist=float(st["max_dist"]),
+              n_points=int(st["ray_points"]), bn=tier_value(st["bn_mode"], tier))
+    swa = random_ray_width(net.model, seed.swa, seed.swa_buffers, net.x_train, net.y_train, **kw)
+    sgd = random_ray_width(net.model, seed.sgd_from, seed.sgd_from_buffers, net.x_train, net.y_train, **kw)
+    return swa, sgd
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av11_random_rays_make_swa_look_wider(request, av_net, figure_dir, tier, case):
+    claim, net = claim_of("AV-11"), av_net(tier, case)
+    seeds = _seeds(net, claim, tier, need=("swa", "sgd_from"))
+    res = [_widths(net, i, claim, tier) for i in seeds]
+    a, b = [float(s.mean_width) for s, _ in res], [float(g.mean_width) for _, g in res]
+    swa0, sgd0 = res[0]
+    fig = plots.random_rays(_fig(figure_dir, "AV-11", tier, case, "rays"), swa0.steps, swa0.losses,
+                            sgd0.losses, ("SWA", "SGD from SWA"), title=f"AV-11 {case}: random Gaussian rays")
+    check_claim(request, "AV-11", tier=tier, case=case, data={"a": a, "b": b},
+                per_seed={"width_swa": a, "width_sgd_from_swa": b,
+                          "censored_swa": [float(s.censored.double().mean()) for s, _ in res],
+                          "censored_sgd": [float(g.censored.double().mean()) for _, g in res]},
+                figures=[fig], tables={"seeds": _status_table(net, claim, tier)})
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av11_control_arms_swapped(request, av_net, tier, case):
+    claim, net = claim_of("AV-11"), av_net(tier, case)
+    res = [_widths(net, i, claim, tier) for i in _seeds(net, claim, tier, need=("swa", "sgd_from"))]
+    a, b = [float(g.mean_width) for _, g in res], [float(s.mean_width) for s, _ in res]
+    check_control(request, "AV-11", tier=tier, case=f"control: SGD-from-SWA as 'SWA' ({case})",
+                  data={"a": a, "b": b}, per_seed={"a": a, "b": b})
+
+
+# ---------------------------------------------------------------- AV-12: early-stable profile
+
+def _profiles(net, i, claim, tier, *, moving=False):
+    """Loss along AV-1's first asymmetric direction (largest c if none) at every checkpoint from
+    from_fraction of training on, and at the final SGD solution; optionally a 'moving valley' control
+    where each checkpoint profile is replaced by the final one translated by ±R/2."""
+    st, seed = claim.settings, net.seeds[i]
+    surv = net.survey(i, "paper", claim_of("AV-1"))
+    asym = torch.nonzero(surv.asymmetric).flatten()
+    j = int(asym[0]) if asym.numel() else int(torch.nan_to_num(surv.c, nan=-1).argmax())
+    u = {k: v[j:j + 1] * float(surv.R[j]) for k, v in surv.directions.items()}
+    t = torch.linspace(-1, 1, int(st["n_points"]))
+    bn = tier_value(st["bn_mode"], tier)
+    final = scan_lines(net.model, seed.sgd, seed.sgd_buffers, u, t, net.x_train, net.y_train, bn=bn)[0]
+    last = max(seed.checkpoints)
+    epochs = [e for e in sorted(seed.checkpoints) if e >= float(st["from_fraction"]) * last]
+    if moving:
+        shifts = [0.5 if k % 2 == 0 else -0.5 for k in range(len(epochs))]
+        profs = torch.stack([scan_lines(net.model, seed.sgd, seed.sgd_buffers, u, t + sh, net.x_train,
+                                        net.y_train, bn=bn)[0] for sh in shifts])
+    else:
+        profs = torch.stack([scan_lines(net.model, *seed.checkpoints[e], u, t, net.x_train, net.y_train,
+                                        bn=bn)[0] for e in epochs])
+    return profile_correlation(profs, final), epochs, t, profs, bool(asym.numel())
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av12_profile_stabilises_early(request, av_net, figure_dir, tier, case):
+    claim, net = claim_of("AV-12"), av_net(tier, case)
+    seeds = _seeds(net, claim, tier)
+    res = [_profiles(net, i, claim, tier) for i in seeds]
+    mins = [float(r[0].min()) for r in res]
+    corr0, epochs, t, profs, _ = res[0]
+    fig = plots.flat_side_curves(_fig(figure_dir, "AV-12", tier, case, "profiles"), t, profs,
+                                 [f"epoch {e}" for e in epochs],
+                                 title=f"AV-12 {case}: loss along a fixed direction from epoch {epochs[0]}")
+    check_claim(request, "AV-12", tier=tier, case=case, data={"values": mins},
+                per_seed={"min_corr": mins, "had_asymmetric_direction": [float(r[4]) for r in res]},
+                figures=[fig], tables={"seed 0 correlation by checkpoint": [
+                    {"epoch": e, "corr": round(float(c), 4)} for e, c in zip(epochs, corr0)]})
+
+
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av12_control_moving_valley(request, av_net, tier, case):
+    claim, net = claim_of("AV-12"), av_net(tier, case)
+    mins = [float(_profiles(net, i, claim, tier, moving=True)[0].min()) for i in _seeds(net, claim, tier)]
+    check_control(request, "AV-12", tier=tier, case=f"control: valley translated by ±R/2 ({case})",
+                  data={"values": mins}, per_seed={"min_corr": mins})
