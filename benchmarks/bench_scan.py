@@ -5,8 +5,10 @@
     python benchmarks/bench_scan.py --threads 1          # one thread: stable on a shared machine
     python benchmarks/bench_scan.py --sweep              # scan only: grid of (vectorize, chunk, rows)
 
-Model and data: the cpu tier's network, `core.models` "cnn1d" with BN (10.8k parameters), on MNIST-1D
-from `core.data` (4,000 training examples); the same points (k random `paper` lines × steps) for all.
+Model and data (--model): "mlp" (default) is the cpu tier's AV network, `core.models` "mlp" 40-128-128-10
+with BN (23k parameters, fixtures/specs.py CPU_WIDTHS); "cnn1d" the 1-D CNN with BN (10.8k parameters).
+MNIST-1D from `core.data`, --n-train rows (default 1,000: the cpu tier's fixed evaluation subset,
+registry eval_fraction 0.25 of 4,000); the same points (k random `paper` lines × steps) for all.
 Contenders, measured interleaved (repeat r runs every contender once) so machine load hits all alike:
   batched       core.landscape.scan.scan_lines with its defaults: on CPU the points of a chunk one by one
                 through functional_call, rows in cache-sized blocks, inference mode (vmap on accelerators)
@@ -44,6 +46,7 @@ from core.data import load_dataset  # noqa: E402
 from core.landscape.directions import sample_directions  # noqa: E402
 from core.landscape.scan import line_points, scan_lines  # noqa: E402
 from core.models import build_model  # noqa: E402
+from fixtures.specs import CPU_WIDTHS  # noqa: E402
 
 __all__ = ["BenchConfig", "main"]
 
@@ -58,15 +61,17 @@ class BenchConfig:
     batch_size: int | None = None  # rows per forward in the batched path (None: memory plan)
     repeats: int = 3  # interleaved repetitions; medians are reported
     bn: str = "eval"  # "eval" | "recompute"
-    n_train: int = 4000  # MNIST-1D training rows
+    n_train: int = 1000  # MNIST-1D rows evaluated per point (the cpu tier's eval subset)
+    model: str = "mlp"  # "mlp" (the cpu-tier AV network) | "cnn1d"
     threads: int | None = None  # torch.set_num_threads (None: torch's default)
     seed: int = 0
 
 
 def setup(cfg: BenchConfig):
     data = load_dataset("mnist1d", seed=cfg.seed, n_train=cfg.n_train)
-    model = build_model("cnn1d", num_classes=data.num_classes, input_shape=data.input_shape, seed=cfg.seed,
-                        bn=True).eval()
+    extra = {"widths": CPU_WIDTHS} if cfg.model == "mlp" else {}
+    model = build_model(cfg.model, num_classes=data.num_classes, input_shape=data.input_shape, seed=cfg.seed,
+                        bn=True, **extra).eval()
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
     k = max(1, cfg.points // cfg.steps)
@@ -209,6 +214,7 @@ def _parse(argv) -> tuple[BenchConfig, bool]:
     ap.add_argument("--repeats", type=int, default=d.repeats)
     ap.add_argument("--bn", choices=("eval", "recompute"), default=d.bn)
     ap.add_argument("--n-train", type=int, default=d.n_train)
+    ap.add_argument("--model", choices=("mlp", "cnn1d"), default=d.model)
     ap.add_argument("--threads", type=int, default=d.threads)
     ap.add_argument("--glibc-mmap", action="store_true", help="leave glibc's large-allocation mmap on")
     ap.add_argument("--sweep", action="store_true", help="scan_lines only, over a (vectorize, chunk, rows) grid")
@@ -223,7 +229,7 @@ def main(argv=None) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"{alloc}; cnn1d+BN on MNIST-1D ({cfg.n_train} rows), bn={cfg.bn}")
+          f"{alloc}; {cfg.model}+BN on MNIST-1D ({cfg.n_train} rows), bn={cfg.bn}")
     if do_sweep:
         return sweep(cfg)
     res = run(cfg)
