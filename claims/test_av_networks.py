@@ -158,7 +158,7 @@ def test_av1_every_sgd_solution_is_an_asymmetric_valley(request, av_net, figure_
     s0 = paper[0]
     j = int(torch.nan_to_num(s0.c, nan=-1.0).argmax())
     slopes, r, R = _slopes(torch.linspace(-1, 1, s0.losses.shape[-1], dtype=torch.float64),
-                           s0.losses[j].double(), float(claim.settings["r_frac"]))
+                           s0.losses[j].double().cpu(), float(claim.settings["r_frac"]))
     fig = plots.loss_along_direction(
         _fig(figure_dir, "AV-1", tier, case, "direction"), s0.steps[j], s0.losses[j],
         slopes=slopes, r=r * float(s0.R[j]), R=R * float(s0.R[j]),
@@ -190,7 +190,8 @@ def _bn_recompute_rows(net, claim, tier, seeds) -> list[dict]:
 def test_av1_control_quadratic_landscape(request, av_net, tier, case):
     claim, net = claim_of("AV-1"), av_net(tier, case)
     n = int(claim.seeds[tier])
-    found = [bool(_control_survey(net, claim, s)[0].asymmetric.any()) for s in range(n)]
+    found = [net.memo(("AV-1 control", s), lambda s=s: bool(_control_survey(net, claim, s)[0].asymmetric.any()))
+             for s in range(n)]
     check_control(request, "AV-1", tier=tier, case=f"control: least-squares quadratic ({case})",
                   data={"successes": found}, per_seed={"any_asymmetric": [float(f) for f in found]})
 
@@ -211,7 +212,8 @@ def test_av1b_random_directions_asymmetric_with_decent_probability(request, av_n
 @pytest.mark.parametrize("tier,case", CASES)
 def test_av1b_control_quadratic_landscape(request, av_net, tier, case):
     claim, net = claim_of("AV-1b"), av_net(tier, case)
-    prev = [float(_control_survey(net, claim, s)[0].asymmetric.double().mean())
+    prev = [net.memo(("AV-1b control", s),
+                     lambda s=s: float(_control_survey(net, claim, s)[0].asymmetric.double().mean()))
             for s in range(int(claim.seeds[tier]))]
     check_control(request, "AV-1b", tier=tier, case=f"control: least-squares quadratic ({case})",
                   data={"values": prev}, per_seed={"prevalence": prev})
@@ -269,7 +271,7 @@ def _line_scans(net, tier, i, family, only_asymmetric=True):
         train = scan_lines(net.model, seed.sgd, seed.sgd_buffers, u, t.float(), net.x_train, net.y_train, bn=bn)
         test = scan_lines(net.model, seed.sgd, seed.sgd_buffers, u, t.float(), net.x_test, net.y_test,
                           bn=bn, ref_x=net.x_train)
-        return t, train.double(), test.double()
+        return t, train.double().cpu(), test.double().cpu()  # [k, n] each: small, on the host
     return net.memo(("AV-3 scans", i, family, only_asymmetric), compute)
 
 
@@ -374,21 +376,21 @@ def test_av4_asymmetry_persists_at_neighbours(request, av_net, figure_dir, tier,
 @pytest.mark.parametrize("tier,case", CASES)
 def test_av4_control_quadratic_landscape(request, av_net, tier, case):
     claim, net = claim_of("AV-4"), av_net(tier, case)
-    frac = []
-    for s in range(int(claim.seeds[tier])):
+    def fraction(s: int) -> float:
         surv, (model, params, loss) = _control_survey(net, claim_of("AV-1"), s)
         res, _ = _neighbours(net, surv, model, params, {}, key=(s, "AV-4 control"), bn="eval", loss=loss)
-        frac.append(float(res.fraction))
+        return float(res.fraction)
+    frac = [net.memo(("AV-4 control", s), lambda s=s: fraction(s)) for s in range(int(claim.seeds[tier]))]
     check_control(request, "AV-4", tier=tier, case=f"control: least-squares quadratic ({case})",
                   data={"values": frac}, per_seed={"fraction_kept": frac})
 
 
 # ---------------------------------------------------------------- AV-8, AV-9: SWA vs SGD from SWA
 
-def _segment(net, a, b, buffers, claim):
-    return segment_profile(net.model, a, b, buffers, net.x_train, net.y_train,
-                           n_points=int(claim.settings["n_points"]), bn=claim.settings["bn"],
-                           x_test=net.x_test, y_test=net.y_test)
+def _segment(net, key, a, b, buffers, claim):
+    return net.memo(key, lambda: segment_profile(
+        net.model, a, b, buffers, net.x_train, net.y_train, n_points=int(claim.settings["n_points"]),
+        bn=claim.settings["bn"], x_test=net.x_test, y_test=net.y_test))
 
 
 def _no_bump(prof, claim) -> bool:
@@ -400,8 +402,8 @@ def _no_bump(prof, claim) -> bool:
 def test_av8_swa_and_sgd_from_swa_share_a_basin(request, av_net, figure_dir, tier, case):
     claim, net = claim_of("AV-8"), av_net(tier, case)
     seeds = _seeds(net, claim, tier, need=("swa", "sgd_from"))
-    profs = [_segment(net, net.seeds[i].swa, net.seeds[i].sgd_from, net.seeds[i].swa_buffers, claim)
-             for i in seeds]
+    profs = [_segment(net, ("AV-8", i), net.seeds[i].swa, net.seeds[i].sgd_from, net.seeds[i].swa_buffers,
+                      claim) for i in seeds]
     ok = [_no_bump(p, claim) for p in profs]
     fig = plots.segment_profile(_fig(figure_dir, "AV-8", tier, case, "segment"), profs[0].t,
                                 profs[0].train, profs[0].test,
@@ -419,8 +421,8 @@ def test_av8_control_independent_solutions(request, av_net, tier, case):
     claim, net = claim_of("AV-8"), av_net(tier, case)
     seeds = _seeds(net, claim, tier, need=("swa",))
     pairs = list(zip(seeds, seeds[1:] + seeds[:1]))
-    profs = [_segment(net, net.seeds[i].swa, net.seeds[j].swa, net.seeds[i].swa_buffers, claim)
-             for i, j in pairs]
+    profs = [_segment(net, ("AV-8 control", i, j), net.seeds[i].swa, net.seeds[j].swa,
+                      net.seeds[i].swa_buffers, claim) for i, j in pairs]
     ok = [_no_bump(p, claim) for p in profs]
     check_control(request, "AV-8", tier=tier, case=f"control: SWA of seed i ↔ SWA of seed i+1 ({case})",
                   data={"successes": ok}, per_seed={"no_bump": [float(o) for o in ok],
@@ -587,6 +589,10 @@ def _profiles(net, i, claim, tier, *, moving=False):
     """Loss along AV-1's first asymmetric direction (largest c if none) at every checkpoint from
     from_fraction of training on, and at the final SGD solution; optionally a 'moving valley' control
     where each checkpoint profile is replaced by the final one translated by ±R/2."""
+    return net.memo(("AV-12", i, moving), lambda: _profile_probe(net, i, claim, tier, moving))
+
+
+def _profile_probe(net, i, claim, tier, moving):
     st, seed = claim.settings, net.seeds[i]
     surv = net.survey(i, "paper", claim_of("AV-1"))
     asym = torch.nonzero(surv.asymmetric).flatten()

@@ -60,9 +60,16 @@ def save(fig: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
+def _np(v) -> np.ndarray:
+    """A float array from a list, an array or a tensor on any device (CUDA, requiring grad)."""
+    if hasattr(v, "detach"):
+        v = v.detach().cpu()
+    return np.asarray(v, dtype=float)
+
+
 def _arrays(**named) -> list[np.ndarray]:
     """Inputs as float arrays whose last axes agree; the error names the bad argument."""
-    arrays = {k: np.asarray(v, dtype=float) for k, v in named.items()}
+    arrays = {k: _np(v) for k, v in named.items()}
     first = next(iter(arrays))
     n = arrays[first].shape[-1:]
     for name, a in arrays.items():
@@ -126,7 +133,7 @@ def toy_transition(path, d_values, success_rates, ci_lo, ci_hi, *, d_crit,
 def cosine_matrix(path, cos, *, title="Cosines between path deviations") -> Path:
     """Fort & Jastrzebski Fig. 3 (middle): pairwise cosine similarities, colour scale fixed to
     [−1, 1] so blocks are comparable across figures."""
-    cos = np.asarray(cos, dtype=float)
+    cos = _np(cos)
     if cos.ndim != 2 or cos.shape[0] != cos.shape[1]:
         raise ValueError(f"plots: cos must be a square matrix, got shape {cos.shape}")
     fig, ax = new_figure(title, "point along the path", "point along the path",
@@ -145,7 +152,7 @@ def valley_1d_with_average(path, w_grid, loss, iterates_hist, wbar, *,
     fig, ax = new_figure(title, "w", "loss")
     ax.plot(w, loss, color=COLORS["train"], lw=1.6, label="L(w)")
     ax2 = ax.twinx()
-    ax2.hist(np.asarray(iterates_hist, dtype=float).ravel(), bins=40, color=COLORS["ref"],
+    ax2.hist(_np(iterates_hist).ravel(), bins=40, color=COLORS["ref"],
              alpha=0.25)
     ax2.set_ylabel("iterates (count)")
     ax.set_zorder(ax2.get_zorder() + 1)  # curve and legend above the histogram

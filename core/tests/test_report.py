@@ -235,3 +235,17 @@ def test_every_plot_writes_a_png(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.suffix != ".png"]
     with pytest.raises(ValueError, match="losses"):
         plots.loss_along_direction(tmp_path / "bad.png", x, k[:-1])
+
+
+def test_plots_take_tensors_that_numpy_cannot_read_directly(tmp_path):
+    """Probes return torch tensors on the run's device; a CUDA tensor (like one requiring grad)
+    has no direct numpy view. Regression: the gpu tier's AV-8/AV-11 figures crashed on CUDA tensors."""
+    import torch
+    t = torch.linspace(0, 1, 9, requires_grad=True)
+    with pytest.raises((RuntimeError, TypeError)):
+        np.asarray(t, dtype=float)  # the failure mode the plots must absorb
+    loss = (t - 0.5).square() * 2
+    assert plots.segment_profile(tmp_path / "s.png", t, loss, loss + 1).exists()
+    assert plots.random_rays(tmp_path / "r.png", t, torch.stack([loss, loss]),
+                             torch.stack([loss, loss]) + 1).exists()
+    assert plots.cosine_matrix(tmp_path / "c.png", torch.eye(3, requires_grad=True)).exists()
