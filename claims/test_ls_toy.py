@@ -35,6 +35,7 @@ generator seeds and the control landscapes are this module's.
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 import torch
@@ -257,8 +258,8 @@ def _ls4(landscape: str) -> dict:
     optima = W.descend(grad, torch.cat([x.reshape(-1, D) for x in starts]), _optim(s1))
     groups = [o.reshape(x.shape) for o, x in zip(optima.split([x.shape[0] * x.shape[1] for x in starts]), starts)]
     pps = s["n_points_per_segment"]
-    cons = W.build_connectors(groups, loss_fn=loss, segment_grad=W.segments_grad(point_grad, pps, support),
-                              config=_optim(s), points_per_segment=pps)
+    cons = W.build_connectors_split(groups, loss_fn=loss, point_grad=point_grad, support=support,
+                                    config=_optim(s), points_per_segment=pps, processes=os.cpu_count() or 1)
     counts = torch.cat([W.pinned_count(c.centre, s["zero_tol"]).double() for c in cons])
     ms = torch.tensor(list(s["m_grid"]), dtype=F64).repeat_interleave(reps)
     means = torch.stack([counts[ms == m].mean() for m in s["m_grid"]])

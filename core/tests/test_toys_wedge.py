@@ -311,3 +311,26 @@ def test_build_connectors_in_one_ragged_batch_equal_build_connector_per_m():
                 assert torch.allclose(con.segment_losses, ref.segment_losses, atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="build_connectors"):
         W.build_connectors([groups[0][:, :1]], loss_fn=L, segment_grad=sg, config=cfg, points_per_segment=p)
+
+
+def test_connectors_split_over_processes_equal_one_process_exactly():
+    """Rows are independent: sharing the groups out over worker processes changes no bit (a shared
+    Scratch once raced between the workers; a pickled Scratch now starts empty)."""
+    import functools
+    import pickle
+    D, n, pps = 12, 9, 5
+    g = torch.Generator().manual_seed(3)
+    groups = [torch.randn(2, m + 1, D, generator=g, dtype=torch.float64) for m in (1, 2, 3)]
+    cfg = W.OptimConfig(method="adam", lr=0.05, steps=60)
+    loss = functools.partial(W.wedge_loss, n=n)
+    pg = functools.partial(W.wedge_grad, n=n, scratch=W.Scratch())
+    one = W.build_connectors(groups, loss_fn=loss, segment_grad=W.segments_grad(pg, pps), config=cfg,
+                             points_per_segment=pps)
+    split = W.build_connectors_split(groups, loss_fn=loss, point_grad=pg, support=None, config=cfg,
+                                     points_per_segment=pps, processes=2)
+    for a, b in zip(one, split):
+        assert torch.equal(a.centre, b.centre) and torch.equal(a.segment_losses, b.segment_losses)
+    ws = W.Scratch()
+    ws.get("x", (3,), torch.float32)
+    assert pickle.loads(pickle.dumps(ws))._bufs == {}
+    assert W._balanced_shares([6, 1, 5, 2], 2) == [[0, 1], [2, 3]]
