@@ -47,7 +47,7 @@ from core.landscape.asymmetry import asymmetry_index
 from core.landscape.probes import (asymmetry_survey, flat_side_comparison, neighbour_asymmetry,
                                    profile_correlation, random_ray_width, segment_profile,
                                    shift_gap)
-from core.landscape.scan import scan_lines, scan_points_loss_acc
+from core.landscape.scan import scan_lines
 from core.registry import load_registry
 from core.train import authors_selection_rule, evaluate
 from fixtures.av_probes import stream, tier_value

@@ -24,13 +24,14 @@ import json
 import math
 import os
 import platform
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from filelock import FileLock
+
+from core.atomic import atomic_write
 
 __all__ = ["ArtifactCache", "RECIPE_VERSION", "spec_key", "canonical_json"]
 
@@ -126,7 +127,7 @@ class ArtifactCache:
         buf = io.BytesIO()
         torch.save(artifact, buf)
         blob = buf.getvalue()
-        _atomic_write(pt, blob)
+        atomic_write(pt, blob)
         meta = {"key": key, "spec_type": type(spec).__name__,
                 "spec": json.loads(canonical_json(spec))["spec"],
                 "summary": _summary(spec), "recipe_version": RECIPE_VERSION,
@@ -135,7 +136,7 @@ class ArtifactCache:
                 "sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob),
                 "status": str(artifact.get("status", "ok")),
                 "metrics": _jsonable(artifact.get("metrics", {}))}
-        _atomic_write(meta_path, json.dumps(meta, indent=1, sort_keys=True).encode())
+        atomic_write(meta_path, json.dumps(meta, indent=1, sort_keys=True).encode())
 
     def list(self) -> list[dict]:
         """One row per committed entry: key, summary, status, size (bytes), created."""
@@ -153,20 +154,6 @@ class ArtifactCache:
                          "size": pt.stat().st_size if pt.exists() else 0,
                          "created": meta.get("created", "")})
         return rows
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, os.replace: readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _summary(spec) -> str:

@@ -9,14 +9,16 @@ Topic-specific figures live in `core/plots_<topic>.py` and may reuse `new_figure
 """
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from core.atomic import atomic_write
 
 __all__ = [
     "DPI", "new_figure", "save",
@@ -48,16 +50,9 @@ def save(fig: Figure, path: str | os.PathLike) -> Path:
     """Write `fig` as PNG to `path` atomically (parent dirs created) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; figures are meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return atomic_write(path, buf.getvalue())
 
 
 def _np(v) -> np.ndarray:

@@ -21,10 +21,10 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from core.atomic import atomic_write
 from core.stats import VERDICTS, benjamini_hochberg, holm
 
 __all__ = ["SCHEMA_VERSION", "RECORD_FIELDS", "TIERS", "session_info", "build_report",
@@ -410,25 +410,6 @@ def render_html(report: dict, *, base_dir) -> str:
 
 
 # ---------------------------------------------------------------- write
-def atomic_write(path, content: str | bytes) -> Path:
-    """Write `content` to `path` via a temp file in the same directory + os.replace, so readers
-    see the old file or the new one, never a torn one; the temp file never outlives a failure."""
-    path = Path(path)
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_reports(report: dict, out_dir) -> dict[str, Path]:
     """claims.json, claims.md and claims.html into `out_dir` (created); returns their paths."""
     out_dir = Path(out_dir)

@@ -264,7 +264,7 @@ def test_random_ray_width_on_least_squares_is_sqrt_2delta_over_curvature():
 def test_asymmetry_survey_on_a_sign_sensitive_valley():
     """L(w) = Σ_i a·w_i² (w_i ≥ 0) or b·w_i² (w_i < 0) at w = 0: all-positive `paper` directions see
     a·l² / b·l² on the two sides (c ≈ 0.3·b/a > 2, flat side +u, R = sqrt(Δ/b)); `sign-flip` mirrors it."""
-    model, d = Vec(16), 16
+    model = Vec(16)
     loss = lambda out, t: _asym(out, 1.0, 9.0).sum(-1)
     kw = dict(k=6, delta_rise=0.09, n_points=41, r_search_max=10.0, r_search_points=40, loss=loss)
     p = _params(model)
