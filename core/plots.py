@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -31,6 +32,7 @@ DPI = 110                      # dots per inch of the saved PNGs
 FIGSIZE = (5.2, 3.6)           # inches; one column of a report page
 COLORS = {"train": "#1f5fa8", "test": "#c8432b", "a": "#1f5fa8", "b": "#c8432b",
           "flat": "#2e8b57", "sharp": "#b8860b", "ref": "#555555"}
+TITLE_CHARS = 60  # characters per title line at FIGSIZE and fontsize 10
 VERDICT_CODES = {"refuted": -1, "inconclusive": 0, "insufficient_n": 0, "replicated": 1}
 
 
@@ -39,7 +41,7 @@ def new_figure(title: str, xlabel: str, ylabel: str, *, figsize=FIGSIZE):
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.set_title(title, fontsize=10)
+    ax.set_title(textwrap.fill(title, TITLE_CHARS), fontsize=10)  # long titles wrap, never clip
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3, linewidth=0.5)
