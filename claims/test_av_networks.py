@@ -242,7 +242,7 @@ def test_av1b_control_quadratic_landscape(request, av_net, tier, case):
 
 
 @pytest.mark.parametrize("tier,case_bn,case_nobn", PAIRS)
-def test_av2_batchnorm_causes_asymmetry(request, av_net, tier, case_bn, case_nobn):
+def test_av2_batchnorm_causes_asymmetry(request, av_net, figure_dir, tier, case_bn, case_nobn):
     claim = claim_of("AV-2")
     bn, nobn = av_net(tier, case_bn), av_net(tier, case_nobn)
     seeds = [i for i in _seeds(bn, claim, tier) if i in _seeds(nobn, claim, tier)]
@@ -251,8 +251,14 @@ def test_av2_batchnorm_causes_asymmetry(request, av_net, tier, case_bn, case_nob
             for f in claim.settings["families_reported"]}
     rows = [_family_row(claim, tier, f, {"a": a, "b": b}) for f, (a, b) in prev.items()]
     a, b = prev[claim.settings["family"]]
+    fam = claim.settings["family"]
+    max_c = [[float(torch.nan_to_num(n.survey(i, fam, claim).c, nan=0.0).max()) for i in seeds] for n in (bn, nobn)]
+    fig = plots.paired_seeds(_fig(figure_dir, "AV-2", tier, case_bn, "bn_vs_nobn"), *max_c, ("BN", "no BN"),
+                             ylabel="largest c_u of the K directions",
+                             title=f"AV-2 {tier}: largest Definition-1 index per seed, BN vs no BN")
     check_claim(request, "AV-2", tier=tier, case=f"{case_bn} vs {case_nobn}", data={"a": a, "b": b},
-                per_seed={"prevalence_bn": a, "prevalence_nobn": b},
+                per_seed={"prevalence_bn": a, "prevalence_nobn": b, "max_c_bn": max_c[0],
+                          "max_c_nobn": max_c[1]}, figures=[fig],
                 tables={"direction families (AV-2 rule per family)": rows})
 
 
@@ -482,12 +488,16 @@ def _authors_selection(net, seed, swa_m) -> dict:
 
 
 @pytest.mark.parametrize("tier,case", CASES)
-def test_av9_swa_higher_train_lower_test_loss(request, av_net, tier, case):
+def test_av9_swa_higher_train_lower_test_loss(request, av_net, figure_dir, tier, case):
     claim, net = claim_of("AV-9"), av_net(tier, case)
     seeds = _seeds(net, claim, tier, need=("swa", "sgd_from"))
     swa, sgd = _arm_metrics(net, seeds)
     col = lambda ms, k: [m[k] for m in ms]  # noqa: E731
     authors = [_authors_selection(net, net.seeds[i], m) for i, m in zip(seeds, swa)]
+    figs = [plots.paired_seeds(_fig(figure_dir, "AV-9", tier, case, k), col(swa, k), col(sgd, k),
+                               ("SWA", "SGD from SWA"), ylabel=k.replace("_", " "),
+                               title=f"AV-9 {case}: {k.replace('_', ' ')} per seed (Table 1)")
+            for k in ("train_loss", "test_loss")]
     check_claim(request, "AV-9", tier=tier, case=case,
                 data={"train_higher": {"a": col(swa, "train_loss"), "b": col(sgd, "train_loss")},
                       "test_lower": {"a": col(swa, "test_loss"), "b": col(sgd, "test_loss")}},
@@ -496,7 +506,7 @@ def test_av9_swa_higher_train_lower_test_loss(request, av_net, tier, case):
                 supporting_data={"accuracy": {
                     "train_acc": {"a": col(sgd, "train_acc"), "b": col(swa, "train_acc")},
                     "test_acc": {"a": col(swa, "test_acc"), "b": col(sgd, "test_acc")}}},
-                tables={"authors' selection rule (labelled; not the verdict)": authors,
+                figures=figs, tables={"authors' selection rule (labelled; not the verdict)": authors,
                         "seeds": _status_table(net, claim, tier)})
 
 

@@ -247,6 +247,21 @@ def random_rays(path, l, curves_a, curves_b, labels: Sequence[str] = ("SWA", "SG
     return save(fig, path)
 
 
+def paired_seeds(path, a, b, labels: Sequence[str] = ("a", "b"), *, ylabel="value",
+                 title="Paired by seed") -> Path:
+    """Per-seed pairs as a slope graph (one grey line per seed, arm means marked): the unit of a
+    paired claim is the seed, so the figure shows every seed, not only the mean difference."""
+    a, b = _arrays(a=a, b=b)
+    fig, ax = new_figure(title, "", ylabel)
+    for ya, yb in zip(a, b):
+        ax.plot([0, 1], [ya, yb], color=COLORS["ref"], lw=0.8, alpha=0.6, marker="o", ms=3)
+    ax.plot([0, 1], [a.mean(), b.mean()], color=COLORS["a"], lw=2.2, marker="D", label="mean")
+    ax.set_xticks([0, 1], list(labels))
+    ax.set_xlim(-0.3, 1.3)
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
 def threshold_sensitivity(path, thresholds, verdict_codes, *, chosen=None,
                           title="Verdict against the threshold") -> Path:
     """The suite's own sensitivity analysis: the verdict as a function of a threshold.

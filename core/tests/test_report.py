@@ -227,6 +227,7 @@ def test_every_plot_writes_a_png(tmp_path):
         lambda p: plots.segment_profile(p, x, k, 2 * k),
         lambda p: plots.flat_side_curves(p, x, rows, ["a", "b"]),
         lambda p: plots.random_rays(p, x, rows, rows + 1),
+        lambda p: plots.paired_seeds(p, k, k + 0.1, ("SWA", "SGD")),
         lambda p: plots.threshold_sensitivity(p, [1, 2, 3], ["replicated", "inconclusive",
                                                              "refuted"], chosen=2),
     ]
