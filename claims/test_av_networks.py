@@ -50,7 +50,7 @@ from core.landscape.probes import (asymmetry_survey, flat_side_comparison, neigh
 from core.landscape.scan import scan_lines
 from core.registry import load_registry
 from core.train import authors_selection_rule, evaluate
-from fixtures.av_probes import stream, tier_value
+from fixtures.av_probes import stream, survey_settings, tier_value
 from fixtures.specs import tier as tier_cases
 
 ROBUSTNESS_SEEDS = 3   # other direction families run on the first 3 seeds only (descriptive table;
@@ -108,31 +108,33 @@ def _family_row(claim, tier, family, values, rule=None) -> dict:
 
 def _quadratic_control(net):
     """A landscape where asymmetry is false by construction: a linear least-squares model at its exact
-    minimum. Its loss is exactly quadratic in the weights, so every line is a symmetric parabola."""
+    minimum. Its loss is exactly quadratic in the weights, so every line is a symmetric parabola.
+    Solved once per session and case: (model, params, per-example squared loss)."""
+    return net.memo(("quadratic control",), lambda: _least_squares(net), disk=False)
+
+
+def _least_squares(net):
     x = net.x_train.flatten(1).double()
     X = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], 1)
     Y = torch.nn.functional.one_hot(net.y_train, int(net.y_train.max()) + 1).double()
     W = torch.linalg.lstsq(X, Y).solution                       # [D + 1, C]
     model = torch.nn.Linear(x.shape[1], Y.shape[1]).to(x.device)
-    params = {"weight": W[:-1].T.float().contiguous(), "bias": W[-1].float().contiguous()}
+    params = {"1.weight": W[:-1].T.float().contiguous(), "1.bias": W[-1].float().contiguous()}
 
     def sq_loss(out, y):
         return (out - torch.nn.functional.one_hot(y, out.shape[-1]).to(out.dtype)).square().sum(-1)
     return torch.nn.Sequential(torch.nn.Flatten(), model), params, sq_loss
 
 
-def _control_survey(net, claim, seed: int):
-    model, params, loss = _quadratic_control(net)
-    params = {f"1.{k}": v for k, v in params.items()}
-    st = claim.settings
-    return asymmetry_survey(model, params, {}, net.x_train, net.y_train, family=st["family"],
-                            k=int(st["k_directions"]), generator=stream(seed, "control", claim.id),
-                            delta_rise=float(st["delta_rise"]), r_frac=float(st["r_frac"]),
-                            c_threshold=float(st["c_threshold"]), n_points=int(st["n_points"]),
-                            r_search_max=float(st["r_search_max"]),
-                            r_search_min=float(st["r_search_min"]),
-                            r_search_points=int(st["r_search_points"]), loss=loss), \
-        (model, params, loss)
+def _control_survey(net, seed: int):
+    """AV-1's Definition-1 survey on the quadratic control, one per seed index, shared by the
+    AV-1, AV-1b and AV-4 controls (the registry keeps their Definition-1 settings equal)."""
+    def compute():
+        model, params, loss = _quadratic_control(net)
+        st = claim_of("AV-1").settings
+        return asymmetry_survey(model, params, {}, net.x_train, net.y_train, family=st["family"],
+                                generator=stream(seed, "control", "AV-1"), loss=loss, **survey_settings(st))
+    return net.memo(("control survey", seed), compute)
 
 
 def _slopes(steps, losses, r_frac):
@@ -212,8 +214,7 @@ def _bn_recompute_rows(net, claim, tier, seeds) -> list[dict]:
 def test_av1_control_quadratic_landscape(request, av_net, tier, case):
     claim, net = claim_of("AV-1"), av_net(tier, case)
     n = int(claim.seeds[tier])
-    found = [net.memo(("AV-1 control", s), lambda s=s: bool(_control_survey(net, claim, s)[0].asymmetric.any()))
-             for s in range(n)]
+    found = [bool(_control_survey(net, s).asymmetric.any()) for s in range(n)]
     check_control(request, "AV-1", tier=tier, case=f"control: least-squares quadratic ({case})",
                   data={"successes": found}, per_seed={"any_asymmetric": [float(f) for f in found]})
 
@@ -234,9 +235,7 @@ def test_av1b_random_directions_asymmetric_with_decent_probability(request, av_n
 @pytest.mark.parametrize("tier,case", CASES)
 def test_av1b_control_quadratic_landscape(request, av_net, tier, case):
     claim, net = claim_of("AV-1b"), av_net(tier, case)
-    prev = [net.memo(("AV-1b control", s),
-                     lambda s=s: float(_control_survey(net, claim, s)[0].asymmetric.double().mean()))
-            for s in range(int(claim.seeds[tier]))]
+    prev = [float(_control_survey(net, s).asymmetric.double().mean()) for s in range(int(claim.seeds[tier]))]
     check_control(request, "AV-1b", tier=tier, case=f"control: least-squares quadratic ({case})",
                   data={"values": prev}, per_seed={"prevalence": prev})
 
@@ -412,8 +411,9 @@ def test_av4_asymmetry_persists_at_neighbours(request, av_net, figure_dir, tier,
 def test_av4_control_quadratic_landscape(request, av_net, tier, case):
     claim, net = claim_of("AV-4"), av_net(tier, case)
     def fraction(s: int) -> float:
-        surv, (model, params, loss) = _control_survey(net, claim_of("AV-1"), s)
-        res, _ = _neighbours(net, surv, model, params, {}, key=(s, "AV-4 control"), bn="eval", loss=loss)
+        model, params, loss = _quadratic_control(net)
+        res, _ = _neighbours(net, _control_survey(net, s), model, params, {}, key=(s, "AV-4 control"),
+                             bn="eval", loss=loss)
         return float(res.fraction)
     frac = [net.memo(("AV-4 control", s), lambda s=s: fraction(s)) for s in range(int(claim.seeds[tier]))]
     check_control(request, "AV-4", tier=tier, case=f"control: least-squares quadratic ({case})",
@@ -639,14 +639,15 @@ def _profile_probe(net, i, claim, tier, moving):
     u = {k: v[j:j + 1] * float(surv.R[j]) for k, v in surv.directions.items()}
     t = torch.linspace(-1, 1, int(st["n_points"]))
     bn = tier_value(st["bn_mode"], tier)
-    final = scan_lines(net.model, seed.sgd, seed.sgd_buffers, u, t, net.x_train, net.y_train, bn=bn)[0]
     last = max(seed.checkpoints)
     epochs = [e for e in sorted(seed.checkpoints) if e >= float(st["from_fraction"]) * last]
-    if moving:
-        shifts = [0.5 if k % 2 == 0 else -0.5 for k in range(len(epochs))]
-        profs = torch.stack([scan_lines(net.model, seed.sgd, seed.sgd_buffers, u, t + sh, net.x_train,
-                                        net.y_train, bn=bn)[0] for sh in shifts])
-    else:
+    # the final profile and, for the control, the final one translated by ±R/2: one scan of 3 grids
+    grids = torch.cat([t, t + 0.5, t - 0.5]) if moving else t
+    final, *moved = scan_lines(net.model, seed.sgd, seed.sgd_buffers, u, grids, net.x_train, net.y_train,
+                               bn=bn)[0].split(len(t))
+    if moving:  # checkpoint k sees the valley moved by +R/2 (k even) or −R/2 (k odd)
+        profs = torch.stack([moved[k % 2] for k in range(len(epochs))])
+    else:  # each checkpoint has its own BN buffers, hence one scan per checkpoint
         profs = torch.stack([scan_lines(net.model, *seed.checkpoints[e], u, t, net.x_train, net.y_train,
                                         bn=bn)[0] for e in epochs])
     return profile_correlation(profs, final), epochs, t, profs, bool(asym.numel())
