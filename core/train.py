@@ -12,7 +12,10 @@ Recipes follow the authors' code (shared/papers/PROTOCOLS.md):
 * Jastrzebski et al. 2019: lr × factor when the validation loss stalls (ReduceLROnPlateau).
 * Fort & Jastrzebski 2019 §4.5: cyclic lr; snapshots at the cycle minima become checkpoints.
 Data stay on their device; each epoch is one on-device permutation from the caller's generator.
-A non-finite loss ends the run with status "diverged": never an exception, never NaN weights.
+A non-finite loss, parameter or buffer (BN running statistics; SWA's recomputed ones) ends the run
+with status "diverged" and says which in `diverged_reason`: never an exception, never NaN weights
+or statistics stored. Buffers count because BN normalises an overflowing activation back to a
+finite loss: a blown-up network keeps finite weights while its running_var is inf.
 """
 from __future__ import annotations
 
@@ -102,6 +105,7 @@ class TrainResult:
     history: dict[str, list[float]]               # per epoch: train_loss, test_loss, test_acc, lr
     diverged_at: int | None = None                # 1-based epoch of the first non-finite loss
     diverged_step: int | None = None              # 0-based step inside that epoch
+    diverged_reason: str | None = None            # what was non-finite (loss, a param, a buffer)
     checkpoints: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # epoch -> state
     swa_params: dict[str, Tensor] | None = None
     swa_buffers: dict[str, Tensor] | None = None
@@ -251,9 +255,11 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, generator: torch.Generato
                 group["lr"] = cfg.lr * factor(epoch)
         last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
         train_loss, bad_step = _run_epoch(model, opt, data.train, cfg, generator)
-        if bad_step is not None or not _finite(model):
+        bad = (f"non-finite loss at step {bad_step}" if bad_step is not None
+               else _non_finite(model.named_parameters(), model.named_buffers()))
+        if bad is not None:
             bar.close()
-            return _diverged(model, last_good, history, checkpoints, epoch + 1, bad_step)
+            return _diverged(model, last_good, history, checkpoints, epoch + 1, bad_step, bad)
         _record(history, model, data, cfg, train_loss, opt.param_groups[0]["lr"])
         if plateau is not None:
             plateau.step(history["val_loss"][-1])
@@ -304,8 +310,18 @@ def _run_epoch(model, opt, split, cfg, generator) -> tuple[float, int | None]:
     return float(loss_sum) / count, (None if bad_step < 0 else bad_step)
 
 
-def _finite(model: nn.Module) -> bool:
-    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+def _non_finite(*named) -> str | None:
+    """None when every floating tensor of the (name, tensor) iterables is finite, else which one
+    first is not, e.g. "non-finite 1.running_var (30 of 64 entries)". One host sync per call."""
+    tensors = [(k, v) for items in named for k, v in items if v.is_floating_point()]
+    if not tensors:
+        return None
+    bad = torch.stack([(~torch.isfinite(v)).sum() for _, v in tensors]).tolist()
+    first = next((i for i, b in enumerate(bad) if b), None)
+    if first is None:
+        return None
+    name, value = tensors[first]
+    return f"non-finite {name} ({bad[first]} of {value.numel()} entries)"
 
 
 def _record(history, model, data, cfg, train_loss, lr):
@@ -317,16 +333,24 @@ def _record(history, model, data, cfg, train_loss, lr):
     history["lr"].append(float(lr))
 
 
-def _diverged(model, last_good, history, checkpoints, epoch, step) -> TrainResult:
-    """Restore the last finite state into the model and report where the run blew up."""
+def _diverged(model, last_good, history, checkpoints, epoch, step, reason) -> TrainResult:
+    """Restore the last finite state into the model and report where and how the run blew up."""
     model.load_state_dict(last_good)
     params, buffers = split_state(model, _clone(last_good.items()))
     return TrainResult("diverged", params, buffers, history, diverged_at=epoch,
-                       diverged_step=step, checkpoints=checkpoints)
+                       diverged_step=step, diverged_reason=reason, checkpoints=checkpoints)
 
 
 def _finish_swa(result: TrainResult, swa: AveragedModel, data, cfg, generator):
-    result.swa_params, result.swa_buffers = _refresh_bn(swa, data, cfg, generator)
+    """SWA params and recomputed BN statistics; a non-finite average or statistic makes the run
+    "diverged" (at its last epoch) with no SWA state stored, as a blow-up in training would."""
+    params, buffers = _refresh_bn(swa, data, cfg, generator)
+    bad = _non_finite(params.items(), buffers.items())
+    if bad is not None:
+        result.status, result.diverged_at = "diverged", cfg.epochs
+        result.diverged_reason = f"SWA: {bad}"
+        return
+    result.swa_params, result.swa_buffers = params, buffers
     result.swa_metrics = {f"{name}_{k}": v for name in ("train", "test")
                           for k, v in evaluate(swa.module, getattr(data, name),
                                                chunk=cfg.eval_batch_size).items()}

@@ -143,9 +143,46 @@ def test_diverging_lr_returns_status_not_exception_and_no_nan_weights():
     result = train(model, _data(), cfg, generator=_gen())
     assert result.status == "diverged" and result.diverged_at == 1
     assert result.diverged_step is not None and result.diverged_step >= 0
+    assert result.diverged_reason == f"non-finite loss at step {result.diverged_step}"
     assert result.swa_params is None and result.history["test_loss"] == []
     assert all(torch.isfinite(v).all() for v in result.params.values())
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def _overflowing(data, scale=1e20):
+    """The data times `scale`: pre-BN activations ~1e20 square to inf in float32, so BN's
+    running_var overflows while the normalised output (and so the loss) stays finite."""
+    big = lambda s: Split(s.x * scale, s.y)  # noqa: E731
+    return Dataset("synthetic", big(data.train), big(data.test), None, 2, (6,))
+
+
+def test_non_finite_bn_running_stats_mean_diverged_although_params_are_finite():
+    # Finding: lr = 100 on the cpu MLP gave finite params, 30/64 running_var = inf, status "ok".
+    result = train(_model(bn=True), _overflowing(_data()), dataclasses.replace(
+        CFG, schedule="constant"), generator=_gen())
+    assert result.status == "diverged" and result.diverged_at == 1
+    assert "running_var" in result.diverged_reason and "of 12 entries" in result.diverged_reason
+    assert all(torch.isfinite(v).all() for v in result.buffers.values() if v.is_floating_point())
+
+
+def test_non_finite_swa_buffers_mean_diverged_and_no_swa_state_is_kept(monkeypatch):
+    import core.train as train_mod
+
+    def poisoned_update_bn(loader, model):  # the recomputed statistics overflow
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_var.fill_(math.inf)
+    monkeypatch.setattr(train_mod, "update_bn", poisoned_update_bn)
+    result = train(_model(bn=True), _data(), CFG, generator=_gen())
+    assert result.status == "diverged" and result.diverged_at == CFG.epochs
+    assert result.diverged_reason.startswith("SWA: non-finite") and "running_var" in \
+        result.diverged_reason
+    assert result.swa_params is None and result.swa_buffers is None
+
+
+def test_finite_runs_have_no_divergence_reason():
+    result = train(_model(bn=True), _data(), CFG, generator=_gen())
+    assert result.status == "ok" and result.diverged_reason is None
 
 
 def test_train_is_deterministic_given_the_generator():
