@@ -1,37 +1,65 @@
 """The suite's pytest plugin (loaded by the root conftest: `pytest_plugins = ["core.pytest_plugin"]`).
 
 - Options: --reports-dir, --data-dir (env CLAIMS_DATA_DIR), --cache-dir (env CLAIMS_CACHE_DIR),
-  --allow-download; resolved to absolute paths once, at configure time (bad values -> one
-  UsageError line), and written back into `config.option` so every reader sees the same path.
+  --allow-download; resolved to absolute paths once, at configure time, and checked there (a file,
+  an unwritable or uncreatable directory -> one UsageError line, before anything runs). When the
+  run collects claims/, the registry is validated there too: a malformed one is one line naming
+  file, claim and field, not a collection traceback.
+- Reports: a session writes its whole set (figures during the run, claims.* at the end) into a
+  fresh hidden staging directory beside --reports-dir and swaps it in at the end
+  (`core.report.publish_reports`): a complete session replaces the previous set whole, an
+  interrupted or failed one lands beside it (`<reports-dir>.interrupted`), and concurrent sessions
+  never mix files. `config.option.reports_dir` (what the harness makes figure paths relative to)
+  and the `reports_dir`/`figure_dir` fixtures point at the staging directory; xdist workers get
+  the controller's through `workerinput`.
 - Fixtures: reports_dir, figure_dir, data_dir, cache_dir, allow_download (session), device.
-- Markers: `claim(id, tier=..., case=...)` attributes a test to a claim even when it is skipped
-  or errors before the harness records anything; gpu-marked tests skip with "CUDA not available".
+- Attribution: every test is attributed to the (claim, tier, case, kind) it decides, so a test
+  that errors, skips or xfails before the harness records anything still gets its own record
+  (`error` with the exception, `skipped` with the reason). From the `claim(id, tier=, case=,
+  kind=)` marker when present, else read off the test's own `check_claim(request, "AV-1",
+  tier=..., case=...)` / `check_control(...)` calls: literal strings, parameters of the test, and
+  f-strings of those are resolved per parametrization; a case it cannot resolve is the test's
+  pytest name. A test under claims/ that ends without a record and cannot be attributed is listed
+  in the session header (`unattributed`), never dropped.
 - Records: the harness appends ("claim_record", json) to `user_properties`, which pytest-xdist
   carries to the controller; `pytest_runtest_logreport` collects them with the test outcome, and
   at session end the controller (never an xdist worker) writes the reports with `core.report`
-  when any test under claims/ ran, then prints a compact verdict table.
+  when any test under claims/ ran, then prints a compact verdict table. The session header says
+  how the session ended: complete, interrupted (Ctrl-C, -x/--maxfail) or failed (internal or
+  collection error).
 - `-m gpu` that deselects everything exits 0 (a CPU machine has nothing to run), not pytest's 5.
 """
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import json
 import os
 import re
+import shutil
+import textwrap
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from core.atomic import dir_problem
+
 __all__ = ["RECORD_KEY", "MARKER_KEY", "SuitePaths", "suite_paths"]
 
 RECORD_KEY = "claim_record"   # user_properties name of a harness record (contract)
-MARKER_KEY = "claim_marker"   # user_properties name of the claim marker's attribution
+MARKER_KEY = "claim_marker"   # user_properties name of a test's attributions (JSON list)
+_STAGING_KEY = "claims_staging"  # workerinput name of the controller's staging directory
 _TIER_MARKERS = ("toy", "cpu", "gpu")
+_HARNESS_CALLS = {"check_claim": "claim", "check_control": "control"}
 
 
 @dataclass(frozen=True)
 class SuitePaths:
-    reports_dir: Path      # where claims.json/.md/.html and figures/ go
+    reports_dir: Path      # where claims.json/.md/.html and figures/ end up (a complete session)
+    staging_dir: Path      # where this session writes them while it runs (swapped in at the end)
     data_dir: Path         # datasets (torchvision layout)
     cache_dir: Path        # trained-fixture artifact cache
     allow_download: bool   # may torchvision download missing datasets
@@ -44,7 +72,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("claims", "loss-landscape claim suite")
     group.addoption("--reports-dir", dest="reports_dir", default=None, metavar="DIR",
                     help="where claim reports are written (default: <rootdir>/reports/latest; "
-                         "relative paths are taken from the current directory)")
+                         "relative paths are taken from the current directory); an interrupted "
+                         "or failed session writes to DIR.interrupted / DIR.failed instead")
     group.addoption("--data-dir", dest="data_dir", default=None, metavar="DIR",
                     help="datasets directory (default: $CLAIMS_DATA_DIR or ~/data)")
     group.addoption("--cache-dir", dest="cache_dir", default=None, metavar="DIR",
@@ -58,12 +87,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "claim(id, tier=None, case=None): attributes the test to a registry claim so "
-                   "the report lists it even when it is skipped or errors")
+        "markers", "claim(id, tier=None, case=None, kind='claim'): attributes the test to a "
+                   "registry claim (overrides what is read off its check_claim call) so the "
+                   "report lists it even when it is skipped or errors")
     paths = _resolve_paths(config)
     config.stash[_PATHS] = paths
-    for name in ("reports_dir", "data_dir", "cache_dir"):
-        setattr(config.option, name, str(getattr(paths, name)))
+    config.option.reports_dir = str(paths.staging_dir)  # the harness makes figures relative to it
+    config.option.data_dir, config.option.cache_dir = str(paths.data_dir), str(paths.cache_dir)
+    if not hasattr(config, "workerinput") and _collects_claims(config):
+        _check_registry(Path(config.rootpath))
     config.pluginmanager.register(_ClaimSession(config), "claims-session")
     _set_threads(config.option.torch_threads)
 
@@ -96,32 +128,53 @@ def _resolve_paths(config: pytest.Config) -> SuitePaths:
     reports = pick(opt.reports_dir, None, root / "reports" / "latest")
     data = pick(opt.data_dir, "CLAIMS_DATA_DIR", Path.home() / "data")
     cache = pick(opt.cache_dir, "CLAIMS_CACHE_DIR", root / ".fixture-cache")
-    _check_dir("--reports-dir", reports)
-    _check_dir("--cache-dir (or $CLAIMS_CACHE_DIR)", cache)
-    if data.exists() and not data.is_dir():
-        raise pytest.UsageError(f"--data-dir (or $CLAIMS_DATA_DIR) {data} exists and is not a "
-                                "directory; give the directory that holds the datasets")
-    return SuitePaths(reports.resolve(), data.resolve(), cache.resolve(), bool(opt.allow_download))
+    _check_dir("--reports-dir", reports, writable=True)
+    _check_dir("--cache-dir (or $CLAIMS_CACHE_DIR)", cache, writable=True)
+    _check_dir("--data-dir (or $CLAIMS_DATA_DIR)", data, writable=bool(opt.allow_download))
+    reports = reports.resolve()
+    return SuitePaths(reports, _staging(config, reports), data.resolve(), cache.resolve(),
+                      bool(opt.allow_download))
 
 
-def _check_dir(option: str, path: Path) -> None:
-    """`path` is a directory or can be made one (its nearest existing ancestor is a writable dir);
-    checked without creating anything, so `pytest core/tests` leaves no directories behind."""
-    if path.exists():
-        if not path.is_dir():
-            raise pytest.UsageError(f"{option} {path} exists and is not a directory; "
-                                    "give a directory (it is created if missing)")
-        return
-    anc = next(a for a in path.parents if a.exists())
-    if not anc.is_dir() or not os.access(anc, os.W_OK | os.X_OK):
-        what = "is not a directory" if not anc.is_dir() else "is not writable"
-        raise pytest.UsageError(f"{option} {path} cannot be created: {anc} {what}")
+def _check_dir(option: str, path: Path, *, writable: bool) -> None:
+    """One UsageError line when `path` cannot serve as the option's directory (core.atomic)."""
+    problem = dir_problem(path, writable=writable)
+    if problem is not None:
+        raise pytest.UsageError(f"{option} {problem}")
+
+
+def _staging(config: pytest.Config, reports: Path) -> Path:
+    """This session's staging directory (named now, created on first use): a hidden sibling of
+    the reports directory, so it can be renamed into place; xdist workers use the controller's."""
+    if hasattr(config, "workerinput"):
+        return Path(config.workerinput[_STAGING_KEY])
+    return reports.parent / f".{reports.name}.{uuid.uuid4().hex[:12]}.partial"
+
+
+def _collects_claims(config: pytest.Config) -> bool:
+    """Whether the run's paths include claims/ (or lie inside it)."""
+    claims = (Path(config.rootpath) / "claims").resolve()
+    here = Path(config.invocation_params.dir)
+    for arg in config.args:
+        path = (here / arg.split("::")[0]).resolve()
+        if path == claims or claims in path.parents or path in claims.parents:
+            return True
+    return False
+
+
+def _check_registry(rootdir: Path) -> None:
+    """A registry that does not load stops the session with its one-line reason, before the claim
+    modules (which read it at import) turn it into a collection traceback."""
+    _, error = _load_registry(rootdir)
+    if error is not None:
+        raise pytest.UsageError(f"claims registry: {error}")
 
 
 # ---------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def reports_dir(pytestconfig) -> Path:
-    path = suite_paths(pytestconfig).reports_dir
+    """Where this session's report set is written while it runs (the staging directory)."""
+    path = suite_paths(pytestconfig).staging_dir
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -164,17 +217,24 @@ def _cuda_available() -> bool:
 # ---------------------------------------------------------------- the session's hooks
 class _ClaimSession:
     """Per-session state (one instance per pytest config, so in-process pytester runs and xdist
-    workers never share it): records and outcomes by test node id, in arrival order."""
+    workers never share it): records and outcomes by test node id, in arrival order, and what
+    tells how the session ended."""
 
     def __init__(self, config: pytest.Config):
         self.config = config
         self.is_worker = hasattr(config, "workerinput")
         self.tests: dict[str, dict] = {}
         self.deselected = 0
+        self.collect_errors = 0
+        self.interrupted: str | None = None
         self.ran_claims = False
         self.written: dict[str, Path] = {}
         self.report: dict | None = None
         self.empty_gpu_selection = False
+
+    @pytest.hookimpl(optionalhook=True)  # pytest-xdist: workers write into the same staging dir
+    def pytest_configure_node(self, node) -> None:
+        node.workerinput[_STAGING_KEY] = str(suite_paths(self.config).staging_dir)
 
     @pytest.hookimpl(trylast=True)  # after -m/-k deselection: only the kept items are touched
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -183,18 +243,26 @@ class _ClaimSession:
             for it in gpu_items:
                 it.add_marker(pytest.mark.skip(reason="CUDA not available"))
         for it in items:
-            mark = it.get_closest_marker("claim")
-            if mark is not None:
-                it.user_properties.append((MARKER_KEY, json.dumps(_attribution(it, mark))))
+            found = _attributions(it)
+            if found:
+                it.user_properties.append((MARKER_KEY, json.dumps(found)))
 
     def pytest_deselected(self, items) -> None:
         self.deselected += len(items)
 
+    def pytest_collectreport(self, report) -> None:
+        self.collect_errors += bool(report.failed)
+
+    def pytest_keyboard_interrupt(self, excinfo) -> None:
+        text = str(excinfo.value).strip()
+        self.interrupted = excinfo.typename + (f": {text}" if text else "")
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.is_worker:
             return
-        state = self.tests.setdefault(report.nodeid, {"records": [], "marker": None,
-                                                      "outcome": None, "message": "", "wall_s": 0.0})
+        state = self.tests.setdefault(report.nodeid, {
+            "nodeid": report.nodeid, "records": [], "marker": None, "outcome": None,
+            "message": "", "wall_s": 0.0})
         state["wall_s"] += report.duration
         props = [(k, v) for k, v in report.user_properties]
         records = [json.loads(v) for k, v in props if k == RECORD_KEY]
@@ -204,7 +272,7 @@ class _ClaimSession:
         state["marker"] = state["marker"] or marker
         if report.when == "call" or not report.passed:
             state["outcome"], state["message"] = _outcome(report)
-        if report.nodeid.split("::")[0].startswith("claims/") or records or marker:
+        if _under_claims(report.nodeid) or records or marker:
             self.ran_claims = True
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus) -> None:
@@ -215,18 +283,37 @@ class _ClaimSession:
             self.empty_gpu_selection = True
             session.exitstatus = pytest.ExitCode.OK
         if self.ran_claims:
-            self._write()
+            self._write(*self._ending(session, exitstatus), session.testscollected)
+        else:  # figures a non-claim test drew have no report to belong to
+            shutil.rmtree(suite_paths(self.config).staging_dir, ignore_errors=True)
 
-    def _write(self) -> None:
+    def _ending(self, session: pytest.Session, exitstatus) -> tuple[str, str | None]:
+        """("complete" | "interrupted" | "failed", why): a session that stopped before running
+        everything it selected is not complete, whatever its exit code."""
+        if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+            return "failed", "pytest internal error"
+        if self.collect_errors:
+            return "failed", f"{self.collect_errors} error(s) during collection"
+        if self.interrupted or exitstatus == pytest.ExitCode.INTERRUPTED:
+            return "interrupted", self.interrupted or "interrupted"
+        stop = session.shouldfail or session.shouldstop  # -x / --maxfail, or a plugin's stop
+        return ("interrupted", str(stop)) if stop else ("complete", None)
+
+    def _write(self, ended: str, ended_reason: str | None, selected: int) -> None:
         from core import report as rep  # lazily: plain unit-test runs never need it
         registry, error = _load_registry(Path(self.config.rootpath))
-        records = [r for state in self.tests.values() for r in _records_of(state)]
+        states = list(self.tests.values())
+        records = [r for state in states for r in _records_of(state)]
         session = rep.session_info(rootdir=self.config.rootpath, registry=registry,
                                    registry_error=error, args=self.config.invocation_params.args,
                                    tiers={r["tier"] for r in records},
-                                   markexpr=self.config.option.markexpr)
+                                   markexpr=self.config.option.markexpr, ended=ended,
+                                   ended_reason=ended_reason, tests_selected=selected,
+                                   tests_run=sum(s["outcome"] is not None for s in states))
+        session["unattributed"] = [_unattributed(s) for s in states if _lost(s)]
         self.report = rep.build_report(records, registry, session)
-        self.written = rep.write_reports(self.report, suite_paths(self.config).reports_dir)
+        paths = suite_paths(self.config)
+        self.written = rep.publish_reports(self.report, paths.staging_dir, paths.reports_dir)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         tr = terminalreporter
@@ -241,21 +328,99 @@ class _ClaimSession:
         missing = len({c["id"] for c in self.report["claims"]} - {c["id"] for c in ran})
         if missing:
             tr.write_line(f"{missing} registry claim(s) did not run; listed as not_run in the report")
+        for lost in self.report["session"]["unattributed"]:
+            tr.write_line(f"not attributed to a claim (no record): {lost['nodeid']} "
+                          f"{lost['outcome']} {lost['reason']}".rstrip(), red=True)
+        session = self.report["session"]
+        if session["ended"] != "complete":
+            tr.write_line(f"session {session['ended']} ({session['ended_reason']}): partial report "
+                          f"written beside the last complete one", red=True)
         for path in self.written.values():
             tr.write_line(f"report: {path}")
 
 
-def _attribution(item: pytest.Item, mark) -> dict:
-    """id/tier/case of a claim-marked test; tier falls back to the tier marker, case to the
+# ---------------------------------------------------------------- attribution and records
+def _under_claims(nodeid: str) -> bool:
+    return nodeid.split("::")[0].startswith("claims/")
+
+
+def _attributions(item: pytest.Item) -> list[dict]:
+    """[{id, tier, case, kind}] the test decides: from its claim markers when it has any, else
+    from its check_claim / check_control calls; [] for a test that decides no claim."""
+    marks = list(item.iter_markers("claim"))
+    if marks:
+        return [_from_marker(item, m) for m in marks]
+    func = getattr(item, "function", None)
+    calls = _harness_calls(func) if func is not None else ()
+    params = dict(getattr(getattr(item, "callspec", None), "params", {}))
+    return [{"id": cid, "tier": _resolve(tier, params) or _tier_marker(item),
+             "case": _resolve(case, params) or _fallback_case(item), "kind": kind}
+            for kind, cid, tier, case in calls]
+
+
+def _from_marker(item: pytest.Item, mark) -> dict:
+    """id/tier/case/kind of a claim marker; tier falls back to the tier marker, case to the
     parametrization id."""
     if not mark.args:
         raise pytest.UsageError(f"{item.nodeid}: pytest.mark.claim needs the claim id, "
                                 "e.g. pytest.mark.claim('AV-1', tier='cpu')")
-    tier = mark.kwargs.get("tier") or next(
-        (t for t in _TIER_MARKERS if item.get_closest_marker(t)), None)
+    kind = mark.kwargs.get("kind", "claim")
+    if kind not in ("claim", "control"):
+        raise pytest.UsageError(f"{item.nodeid}: pytest.mark.claim kind={kind!r}; allowed is "
+                                "'claim' or 'control'")
+    return {"id": mark.args[0], "tier": mark.kwargs.get("tier") or _tier_marker(item),
+            "case": mark.kwargs.get("case") or _fallback_case(item), "kind": kind}
+
+
+def _tier_marker(item: pytest.Item) -> str:
+    return next((t for t in _TIER_MARKERS if item.get_closest_marker(t)), "unknown")
+
+
+def _fallback_case(item: pytest.Item) -> str:
+    """The parametrization id, else the test's name: which test it was stays readable."""
     callspec = getattr(item, "callspec", None)
-    case = mark.kwargs.get("case") or (callspec.id if callspec else "")
-    return {"id": mark.args[0], "tier": tier or "unknown", "case": case}
+    return callspec.id if callspec is not None else item.name
+
+
+@functools.lru_cache(maxsize=None)
+def _harness_calls(func) -> tuple:
+    """(kind, claim id, tier node, case node) of every `check_claim(request, "ID", ...)` /
+    `check_control(...)` call with a literal claim id in the function's source (parsed once)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):
+        return ()
+    out = []
+    for node in ast.walk(tree):
+        name = _call_name(node)
+        if name in _HARNESS_CALLS and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) \
+                and isinstance(node.args[1].value, str):
+            kw = {k.arg: k.value for k in node.keywords}
+            out.append((_HARNESS_CALLS[name], node.args[1].value, kw.get("tier"), kw.get("case")))
+    return tuple(out)
+
+
+def _call_name(node) -> str | None:
+    if not isinstance(node, ast.Call):
+        return None
+    f = node.func
+    return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+
+
+def _resolve(node, params: dict) -> str | None:
+    """The string an argument expression has for this parametrization: a literal, a test
+    parameter, or an f-string of those; None when it depends on anything else."""
+    if node is None:
+        return None
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Name):
+        return str(params[node.id]) if node.id in params else None
+    if isinstance(node, ast.JoinedStr):
+        parts = [_resolve(v.value if isinstance(v, ast.FormattedValue) and v.format_spec is None
+                          and v.conversion == -1 else v, params) for v in node.values]
+        return None if any(p is None for p in parts) else "".join(parts)
+    return None
 
 
 def _outcome(report: pytest.TestReport) -> tuple[str, str]:
@@ -275,22 +440,37 @@ def _outcome(report: pytest.TestReport) -> tuple[str, str]:
 
 
 def _records_of(state: dict) -> list[dict]:
-    """The records a test produced, stamped with its pytest outcome; a claim-marked test without
-    records becomes one `not_run` (skipped) or `error` record so that it is still reported."""
-    if state["records"]:
-        return [{**r, "outcome": state["outcome"]} for r in state["records"]]
-    mark = state["marker"]
-    if mark is None or state["outcome"] is None:
-        return []
-    outcome, msg = state["outcome"], state["message"]
+    """The records a test produced, stamped with its pytest outcome, plus one record for each
+    (claim, tier, kind) it is attributed to but did not record (it ended first): `skipped` with
+    the skip reason, or `error` with the exception (or how it ended without deciding)."""
+    records = [{**r, "outcome": state["outcome"]} for r in state["records"]]
+    if state["outcome"] is None:
+        return records
+    done = {(r.get("id"), r.get("tier"), r.get("kind", "claim")) for r in records}
+    verdict, reason = _unrecorded(state["outcome"], state["message"])
+    return records + [{**a, "verdict": verdict, "reason": reason, "outcome": state["outcome"],
+                       "wall_s": round(state["wall_s"], 3), "n_used": 0,
+                       "nodeid": state["nodeid"]}
+                      for a in state["marker"] or () if (a["id"], a["tier"], a["kind"]) not in done]
+
+
+def _unrecorded(outcome: str, msg: str) -> tuple[str, str]:
+    """(verdict, reason) of a test that ended without recording its decision."""
     if outcome == "skip":
-        verdict, reason = "not_run", msg
-    elif outcome in ("fail", "error"):
-        verdict, reason = "error", msg
-    else:
-        verdict, reason = "error", f"test ended '{outcome}' without a claim record {msg}".strip()
-    return [{**mark, "verdict": verdict, "reason": reason, "outcome": outcome,
-             "wall_s": round(state["wall_s"], 3), "n_used": 0}]
+        return "skipped", msg
+    if outcome in ("fail", "error"):
+        return "error", msg
+    return "error", f"test ended {outcome!r} before recording a result {msg}".strip()
+
+
+def _lost(state: dict) -> bool:
+    """A claims/ test that ended without a record and without an attribution to put one on."""
+    return (_under_claims(state["nodeid"]) and state["outcome"] is not None
+            and not state["records"] and not state["marker"])
+
+
+def _unattributed(state: dict) -> dict:
+    return {"nodeid": state["nodeid"], "outcome": state["outcome"], "reason": state["message"]}
 
 
 def _selects_gpu(markexpr: str) -> bool:

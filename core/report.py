@@ -5,8 +5,14 @@ compute  `build_report`: normalise the run's records (one per (claim, tier, case
          and add the multiplicity columns (DESIGN.md, "Statistics"): per tier, Holm over ALL registry
          primaries -> `p_holm`, Benjamini–Hochberg over all secondaries -> `p_bh`, one p per claim
          = the max p over its non-control cases in that tier, p = 1 for a claim (or case) without one.
-present  `render_markdown`, `render_html` (self-contained: figures embedded as base64 data URIs).
-write    `write_reports`: the three files, each atomically (temp file + os.replace).
+present  `render_markdown`, `render_html` (self-contained: figures embedded as base64 data URIs);
+         the first line says how the session ended; a record's verdict under the claim's
+         originally registered rule (`original`) and its `flags` are shown beside its verdict.
+write    `write_reports`: the three files into one directory, each atomically;
+         `publish_reports`: a session's whole set (files and figures) is written into a fresh
+         `staging_dir` and swapped in at once under a lock, so two sessions never mix files; an
+         interrupted or failed session lands beside the last complete set (`<dir>.interrupted`),
+         never over it.
 The schema is documented field by field in reports/README.md; change both together.
 """
 from __future__ import annotations
@@ -21,18 +27,23 @@ import math
 import os
 import platform
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from core.atomic import atomic_write
-from core.stats import VERDICTS, benjamini_hochberg, holm
+from core.atomic import atomic_write, swap_dir_in
+from core.stats import VERDICTS as RULE_VERDICTS, benjamini_hochberg, holm
 
-__all__ = ["SCHEMA_VERSION", "RECORD_FIELDS", "TIERS", "session_info", "build_report",
-           "write_reports", "render_markdown", "render_html", "atomic_write", "format_estimate",
-           "case_label"]
+__all__ = ["SCHEMA_VERSION", "RECORD_FIELDS", "TIERS", "VERDICTS", "ENDINGS", "session_info",
+           "build_report", "write_reports", "staging_dir", "destination", "publish_reports", "render_markdown",
+           "render_html", "atomic_write", "format_estimate", "case_label"]
 
 SCHEMA_VERSION = 1
 TIERS = ("toy", "cpu", "gpu")
+# The rules' verdicts plus "skipped": a test skipped before it decided (missing dataset, no CUDA)
+# is reported for its own case, apart from "not_run" (no test of the claim was selected at all).
+VERDICTS = RULE_VERDICTS + tuple(v for v in ("skipped",) if v not in RULE_VERDICTS)
+ENDINGS = ("complete", "interrupted", "failed")  # how a session ended (session["ended"])
 LIBRARIES = ("torch", "numpy", "scipy", "statsmodels", "pandas", "pytest", "matplotlib")
 RECORD_FIELDS: dict[str, Any] = {  # field -> default for a record that lacks it (schema order)
     "id": None, "tier": None, "case": "", "kind": "claim", "role": None, "paper": None,
@@ -41,7 +52,11 @@ RECORD_FIELDS: dict[str, Any] = {  # field -> default for a record that lacks it
     "alpha": None, "n_planned": None, "n_used": None, "per_seed": {}, "verdict": None,
     "expected": None, "expected_reason": None, "outcome": None, "reason": "", "parts": [],
     "supporting": [], "figures": [], "tables": {}, "wall_s": None, "nodeid": None,
+    "original": None, "flags": [],
 }
+ORIGINAL_FIELDS = ("label", "rule", "verdict", "estimate", "ci", "p", "reason", "parts")
+_ORIGINAL_DEFAULTS = {"label": "original rule", "rule": "", "estimate": None, "ci": None,
+                      "p": None, "reason": "", "parts": []}
 _FROM_REGISTRY = ("paper", "where", "statement", "paper_value", "statistic", "unit", "rule_text")
 _NOT_RUN_REASON = "no test of this claim ran in this session"
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -49,8 +64,13 @@ _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".j
 
 # ---------------------------------------------------------------- session header (impure: env)
 def session_info(*, rootdir, registry=None, registry_error: str | None = None, args=(),
-                 tiers=(), markexpr: str = "") -> dict:
-    """Provenance of a run: git state, registry hash, library versions, device, date, command."""
+                 tiers=(), markexpr: str = "", ended: str = "complete",
+                 ended_reason: str | None = None, tests_selected: int | None = None,
+                 tests_run: int | None = None) -> dict:
+    """Provenance of a run: git state, registry hash, library versions, device, date, command,
+    and how the session ended (one of ENDINGS, with the reason and how many tests ran)."""
+    if ended not in ENDINGS:
+        raise ValueError(f"session ended {ended!r}: allowed is one of {', '.join(ENDINGS)}")
     sha = _git(rootdir, "rev-parse", "HEAD")
     status = _git(rootdir, "status", "--porcelain", "--untracked-files=no")
     return {
@@ -64,6 +84,8 @@ def session_info(*, rootdir, registry=None, registry_error: str | None = None, a
         "versions": {"python": platform.python_version(), **{n: _version(n) for n in LIBRARIES}},
         "device": _device(), "args": [str(a) for a in args], "markexpr": markexpr or "",
         "tiers_run": sorted(set(tiers), key=_tier_key),
+        "ended": ended, "ended_reason": ended_reason, "tests_selected": tests_selected,
+        "tests_run": tests_run,
     }
 
 
@@ -124,12 +146,31 @@ def _normalise(rec: Mapping, registry) -> dict:
     if rec["verdict"] not in VERDICTS:
         raise ValueError(f"claim record {rec['id']} [{rec['tier']}]: verdict {rec['verdict']!r} "
                          f"is not one of {VERDICTS}")
+    _check_original(rec)
     out = {k: d if rec.get(k) is None else rec[k] for k, d in RECORD_FIELDS.items()}
     out.update({k: v for k, v in rec.items() if k not in out})
+    if out["original"] is not None:
+        out["original"] = {**_ORIGINAL_DEFAULTS, **out["original"]}
     claim = registry.claims.get(out["id"]) if registry is not None else None
     if claim is not None:
         _fill_from_registry(out, claim, registry)
     return _plain(out)  # a fresh copy: defaults and the caller's record are never shared
+
+
+def _check_original(rec: Mapping) -> None:
+    """`original` is None or a mapping with a known verdict; `flags` a list of strings."""
+    where = f"claim record {rec['id']} [{rec['tier']}]"
+    orig, flags = rec.get("original"), rec.get("flags")
+    if orig is not None:
+        if not isinstance(orig, Mapping):
+            raise ValueError(f"{where}: original must be a mapping with keys "
+                             f"{', '.join(ORIGINAL_FIELDS)} or None, got {type(orig).__name__}")
+        if orig.get("verdict") not in VERDICTS:
+            raise ValueError(f"{where}: original verdict {orig.get('verdict')!r} is not one of "
+                             f"{VERDICTS}")
+    if flags is not None and not (isinstance(flags, (list, tuple))
+                                  and all(isinstance(f, str) for f in flags)):
+        raise ValueError(f"{where}: flags must be a list of strings, got {flags!r}")
 
 
 def _fill_from_registry(out: dict, claim, registry) -> None:
@@ -250,7 +291,8 @@ def _header_rows(s: dict) -> list[list[str]]:
     dev = s.get("device") or {}
     vers = ", ".join(f"{k} {v}" for k, v in (s.get("versions") or {}).items() if v)
     dirty = {True: " (dirty)", False: "", None: ""}[s.get("git_dirty")]
-    return [["date (UTC)", str(s.get("date_utc", "—"))],
+    return [["session", _ending(s)],
+            ["date (UTC)", str(s.get("date_utc", "—"))],
             ["git", f"{s.get('git_sha', 'unknown')}{dirty}"],
             ["registry", f"sha256 {s.get('registry_sha256') or '—'} ({s.get('registry_path') or '—'})"
              + (f"; ERROR: {s['registry_error']}" if s.get("registry_error") else "")],
@@ -258,6 +300,24 @@ def _header_rows(s: dict) -> list[list[str]]:
             ["device", f"{dev.get('cpu', '—')}; CUDA: {dev.get('cuda') or 'none'}"],
             ["versions", vers], ["command", " ".join(["pytest", *s.get("args", [])])],
             ["tiers run", ", ".join(s.get("tiers_run", [])) or "—"]]
+
+
+def _ending(s: Mapping) -> str:
+    """"complete (40 of 40 selected tests ran)", "interrupted: KeyboardInterrupt (3 of 40 ...)";
+    "not recorded" for reports written before sessions recorded it."""
+    ended = s.get("ended")
+    if ended is None:
+        return "not recorded"
+    text = ended + (f": {s['ended_reason']}" if s.get("ended_reason") else "")
+    if s.get("tests_selected") is not None:
+        text += f" ({_opt(s.get('tests_run'))} of {s['tests_selected']} selected tests ran)"
+    return text + ("" if ended == "complete" else
+                   "; a partial report, written beside the last complete one")
+
+
+def _title(report: dict) -> str:
+    """The report's first line: how its session ended, so a partial report cannot pass as whole."""
+    return f"Claim report — session {_ending(report.get('session') or {})}"
 
 
 def _count_rows(claims: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -270,10 +330,11 @@ def _count_rows(claims: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def _index_rows(claims: list[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["id", "tier", "case", "verdict", "estimate [CI]", "p", "p_holm / p_bh", "expected",
-              "pytest"]
-    rows = [[c["id"], c["tier"], case_label(c),
-             c["verdict"], format_estimate(c), _num(c["p"], ".2g"),
+    header = ["id", "tier", "case", "verdict", "original rule", "estimate [CI]", "p",
+              "p_holm / p_bh", "expected", "pytest"]
+    rows = [[c["id"], c["tier"], case_label(c), c["verdict"],
+             c["original"]["verdict"] if c["original"] else "—", format_estimate(c),
+             _num(c["p"], ".2g"),
              _num(c["p_holm"] if c["role"] == "primary" else c["p_bh"], ".2g"),
              c["expected"] or "—", c["outcome"] or "—"] for c in claims]
     return header, rows
@@ -304,8 +365,19 @@ def _blocks(c: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
     blocks = [("per seed", _per_seed_rows(c["per_seed"])), ("parts", _result_rows(c["parts"])),
               ("supporting (secondary rules, never change the verdict)",
                _result_rows(c["supporting"]))]
+    if c["original"]:
+        blocks.append((f"parts under the {c['original']['label']}",
+                       _result_rows(c["original"]["parts"])))
     blocks += [(f"table: {name}", _dict_rows(rows)) for name, rows in c["tables"].items()]
     return [(title, tab) for title, tab in blocks if tab[1]]
+
+
+def _original_facts(o: dict) -> str:
+    """" · estimate 0.4 [0.3, 0.5] · p 0.2 · rule: ...": the original rule's numbers and text."""
+    facts = [f"estimate {format_estimate(o)}" if o["estimate"] is not None else "",
+             f"p {_num(o['p'], '.2g')}" if o["p"] is not None else "",
+             f"rule: {o['rule']}" if o["rule"] else ""]
+    return "".join(f" · {f}" for f in facts if f)
 
 
 def case_label(c: Mapping) -> str:
@@ -330,7 +402,7 @@ def render_markdown(report: dict) -> str:
     """claims.md: header, verdict counts, index, then one section per claim; figures linked
     relative to the reports dir (the file sits there)."""
     claims = report["claims"]
-    out = ["# Claim report", "", _md_table(["", ""], _header_rows(report["session"])), "",
+    out = [f"# {_title(report)}", "", _md_table(["", ""], _header_rows(report["session"])), "",
            "## Summary", "", _md_table(*_count_rows(claims)), "", _md_table(*_index_rows(claims))]
     for cid, group in itertools.groupby(claims, key=lambda c: c["id"]):
         group = list(group)
@@ -342,8 +414,14 @@ def render_markdown(report: dict) -> str:
                 f"- rule: {first['rule_text'] or '—'}"]
         for c in group:
             out += ["", f"### {_case_title(c)}", "",
-                    f"**{c['verdict']}** · " + " · ".join(_facts(c)), "",
-                    f"{c['reason']}", "", _expected_line(c)]
+                    f"**{c['verdict']}** · " + " · ".join(_facts(c))]
+            if c["original"]:
+                o = c["original"]
+                out += ["", f"{o['label']}: **{o['verdict']}**{_original_facts(o)}"
+                        + (f" — {o['reason']}" if o["reason"] else "")]
+            out += ["", f"{c['reason']}"]
+            out += [""] + [f"- flag: {f}" for f in c["flags"]] if c["flags"] else []  # under the reason
+            out += ["", _expected_line(c)]
             for title, tab in _blocks(c):
                 out += ["", f"*{title}*", "", _md_table(*tab)]
             out += [f"\n![{Path(f).name}]({f})" for f in c["figures"]]
@@ -357,6 +435,8 @@ text-align:left;vertical-align:top}th{background:#f2f2f2}h2{border-top:2px solid
 .badge{padding:1px 7px;border-radius:9px;color:#fff;font-weight:600}
 .v-replicated{background:#2e7d32}.v-refuted{background:#c62828}.v-inconclusive{background:#ef8f00}
 .v-insufficient_n{background:#5c6bc0}.v-error{background:#6a1b9a}.v-not_run{background:#9e9e9e}
+.v-skipped{background:#78909c}.original{border-left:3px solid #999;padding-left:.5em}
+.flags{color:#8a4b00}.ended-interrupted,.ended-failed{color:#c62828}
 img{max-width:100%;border:1px solid #eee}figure{display:inline-block;margin:.5em}
 .muted{color:#666}.missing{color:#c62828}"""
 
@@ -365,9 +445,9 @@ def _badge(verdict: str) -> str:
     return f'<span class="badge v-{html.escape(verdict)}">{html.escape(verdict)}</span>'
 
 
-def _html_table(header: list[str], rows: list[list[str]], badge_col: int | None = None) -> str:
+def _html_table(header: list[str], rows: list[list[str]], badge_cols: tuple[int, ...] = ()) -> str:
     def td(i, v):
-        return f"<td>{_badge(v) if i == badge_col and v in VERDICTS else html.escape(str(v))}</td>"
+        return f"<td>{_badge(v) if i in badge_cols and v in VERDICTS else html.escape(str(v))}</td>"
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(td(i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -387,10 +467,11 @@ def _img(base_dir: Path, rel: str) -> str:
 def render_html(report: dict, *, base_dir) -> str:
     """claims.html: same content as claims.md, one file, figures embedded from `base_dir`."""
     base_dir, claims, e = Path(base_dir), report["claims"], html.escape
-    out = ["<!doctype html><html><head><meta charset='utf-8'><title>Claim report</title>",
-           f"<style>{_CSS}</style></head><body><h1>Claim report</h1>",
+    ended = e(str(report.get("session", {}).get("ended")))
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(_title(report))}</title>",
+           f"<style>{_CSS}</style></head><body><h1 class='ended-{ended}'>{e(_title(report))}</h1>",
            _html_table(["", ""], _header_rows(report["session"])), "<h2>Summary</h2>",
-           _html_table(*_count_rows(claims)), _html_table(*_index_rows(claims), badge_col=3)]
+           _html_table(*_count_rows(claims)), _html_table(*_index_rows(claims), badge_cols=(3, 4))]
     for cid, group in itertools.groupby(claims, key=lambda c: c["id"]):
         group = list(group)
         first = group[0]
@@ -401,8 +482,16 @@ def render_html(report: dict, *, base_dir) -> str:
                 f"<p>paper value: {e(str(pv))}<br>rule: {e(first['rule_text'] or '—')}</p>"]
         for c in group:
             out += [f"<h3>{e(_case_title(c))}</h3>",
-                    f"<p>{_badge(c['verdict'])} {e(' · '.join(_facts(c)))}</p>",
-                    f"<p>{e(c['reason'])}</p><p class=muted>{e(_expected_line(c))}</p>"]
+                    f"<p>{_badge(c['verdict'])} {e(' · '.join(_facts(c)))}</p>"]
+            if c["original"]:
+                o = c["original"]
+                out.append(f"<p class=original>{e(o['label'])}: {_badge(o['verdict'])}"
+                           f"{e(_original_facts(o))}<br>{e(o['reason'])}</p>")
+            out.append(f"<p>{e(c['reason'])}</p>")
+            if c["flags"]:
+                out.append("<ul class=flags>" + "".join(f"<li>flag: {e(f)}</li>" for f in c["flags"])
+                           + "</ul>")
+            out.append(f"<p class=muted>{e(_expected_line(c))}</p>")
             for title, tab in _blocks(c):
                 out += [f"<p><i>{e(title)}</i></p>", _html_table(*tab)]
             out += [_img(base_dir, f) for f in c["figures"]]
@@ -418,3 +507,36 @@ def write_reports(report: dict, out_dir) -> dict[str, Path]:
     return {"json": atomic_write(out_dir / "claims.json", text + "\n"),
             "md": atomic_write(out_dir / "claims.md", render_markdown(report)),
             "html": atomic_write(out_dir / "claims.html", render_html(report, base_dir=out_dir))}
+
+
+def staging_dir(final) -> Path:
+    """A fresh hidden sibling of `final` (`.latest.<random>.partial`) for one session's report
+    set: figures are drawn into it during the run, and being on the same file system it can be
+    renamed into place whole."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+    path.chmod(0o755)  # mkdtemp makes 0700; reports are meant to be read by other users
+    return path
+
+
+def destination(final, ended: str) -> Path:
+    """Where a session's set lands: `final` when it ended complete, else `<final>.<ended>`
+    beside it (reports/latest.interrupted), so a partial set never replaces a complete one."""
+    if ended not in ENDINGS:
+        raise ValueError(f"session ended {ended!r}: allowed is one of {', '.join(ENDINGS)}")
+    final = Path(final)
+    return final if ended == "complete" else final.with_name(f"{final.name}.{ended}")
+
+
+def publish_reports(report: dict, staging, final) -> dict[str, Path]:
+    """Write the set into `staging`, then swap that whole directory (files and figures) in at
+    `destination(final, ended)` under `<parent>/.<name>.lock`: concurrent sessions serialise, the
+    last one's set wins whole, and a reader never sees files of two sessions mixed."""
+    from filelock import FileLock  # lazily, like every use of the report writer
+    staging, final = Path(staging), Path(final)
+    dest = destination(final, (report.get("session") or {}).get("ended") or "complete")
+    names = {k: p.name for k, p in write_reports(report, staging).items()}
+    with FileLock(str(final.parent / f".{final.name}.lock")):
+        swap_dir_in(staging, dest)
+    return {k: dest / name for k, name in names.items()}
