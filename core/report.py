@@ -210,7 +210,7 @@ def _adjust(claims: list[dict], registry) -> None:
             adjusted = dict(zip(ids, (float(a) for a in adjust(fam))))
             for c in claims:
                 if c["tier"] == tier and c["kind"] == "claim" and c["id"] in adjusted:
-                    ran_without_p = c["p"] is None and c["verdict"] != "not_run"
+                    ran_without_p = c["p"] is None and c["verdict"] not in ("not_run", "skipped")
                     c[field] = None if ran_without_p else adjusted[c["id"]]
 
 

@@ -250,3 +250,103 @@ def test_plots_take_tensors_that_numpy_cannot_read_directly(tmp_path):
     assert plots.random_rays(tmp_path / "r.png", t, torch.stack([loss, loss]),
                              torch.stack([loss, loss]) + 1).exists()
     assert plots.cosine_matrix(tmp_path / "c.png", torch.eye(3, requires_grad=True)).exists()
+
+
+# ---------------------------------------------------------------- original rule, flags, endings
+_ORIGINAL = {"label": "original rule (as first registered)", "rule": "existence(c > 2)",
+             "verdict": "refuted", "estimate": 0.1, "ci": [0.0, 0.3], "p": 0.9,
+             "reason": "rate 0.1 [0, 0.3] < 0.5 -> refuted",
+             "parts": [{"name": "asym", "estimate": 0.1, "ci": [0.0, 0.3], "p": 0.9,
+                        "verdict": "refuted", "reason": "few"}]}
+
+
+@pytest.fixture(scope="module")
+def revised(registry):
+    prim = _ids(registry, "primary")
+    recs = [_record(prim[0], "revised", 0.001, original=_ORIGINAL,
+                    flags=["seed 3: w_SGD not at the line's minimum"]),
+            _record(prim[1], "old record", 0.01)]  # no original/flags: an old claims.json
+    for r in recs[1:]:
+        r.pop("original", None), r.pop("flags", None)
+    session = report.session_info(rootdir=".", registry=registry, ended="complete",
+                                  tests_selected=3, tests_run=3)
+    return prim, report.build_report(recs, registry, session)
+
+
+def test_original_rule_verdict_is_shown_beside_the_verdict_in_md_and_html(revised):
+    prim, rep = revised
+    md, page = report.render_markdown(rep), report.render_html(rep, base_dir=".")
+    assert "original rule (as first registered): **refuted** · estimate 0.1 [0, 0.3] · p 0.9 · " \
+           "rule: existence(c > 2) — rate 0.1 [0, 0.3] < 0.5 -> refuted" in md
+    assert "*parts under the original rule (as first registered)*" in md
+    assert "| id | tier | case | verdict | original rule | estimate [CI] |" in md
+    assert f"| {prim[0]} | cpu | revised | replicated | refuted |" in md
+    assert f"| {prim[1]} | cpu | old record | replicated | — |" in md
+    assert "<p class=original>original rule (as first registered): " \
+           '<span class="badge v-refuted">refuted</span>' in page
+    assert '<td><span class="badge v-refuted">refuted</span></td>' in page  # index column
+
+
+def test_flags_are_listed_under_the_reason(revised):
+    prim, rep = revised
+    md, page = report.render_markdown(rep), report.render_html(rep, base_dir=".")
+    reason = f"{prim[0]} revised: reason text"
+    assert f"{reason}\n\n- flag: seed 3: w_SGD not at the line's minimum\n" in md
+    assert f"<p>{reason}</p>\n<ul class=flags><li>flag: seed 3: w_SGD not at the line&#x27;s " \
+           "minimum</li></ul>" in page
+
+
+def test_records_without_the_new_fields_still_render(registry):
+    old = {"id": "AV-1", "tier": "cpu", "case": "c", "verdict": "refuted", "reason": "r"}
+    rep = report.build_report([old], registry, {"date_utc": "2026-01-01"})  # an old session too
+    assert rep["claims"][0]["original"] is None and rep["claims"][0]["flags"] == []
+    md = report.render_markdown(rep)
+    assert md.startswith("# Claim report — session not recorded\n")
+    report.render_html(rep, base_dir=".")
+
+
+def test_bad_original_or_flags_are_rejected_with_the_value(registry):
+    with pytest.raises(ValueError, match="original verdict 'meh'"):
+        report.build_report([_record("AV-1", "c", 0.1, original={"verdict": "meh"})], registry)
+    with pytest.raises(ValueError, match="flags must be a list of strings"):
+        report.build_report([_record("AV-1", "c", 0.1, flags="one string")], registry)
+
+
+def test_skipped_is_a_report_verdict_counted_and_badged(registry):
+    rec = {"id": "AV-1", "tier": "gpu", "case": "resnet", "verdict": "skipped", "outcome": "skip",
+           "reason": "dataset cifar10 not found under /data"}
+    rep = report.build_report([rec], registry, {})
+    got = next(c for c in rep["claims"] if c["case"] == "resnet")
+    assert got["verdict"] == "skipped" and got["p_holm"] == 1.0  # p = 1 in the family, as not_run
+    assert "skipped" in report.VERDICTS
+    assert "| tier | replicated | refuted | inconclusive | insufficient_n | error | not_run | " \
+           "skipped | total |" in report.render_markdown(rep)
+    assert 'class="badge v-skipped"' in report.render_html(rep, base_dir=".")
+
+
+def test_first_line_says_how_the_session_ended(registry):
+    session = report.session_info(rootdir=".", registry=registry, ended="interrupted",
+                                  ended_reason="KeyboardInterrupt", tests_selected=40, tests_run=3)
+    rep = report.build_report([], registry, session)
+    first = report.render_markdown(rep).splitlines()[0]
+    assert first == ("# Claim report — session interrupted: KeyboardInterrupt (3 of 40 selected "
+                     "tests ran); a partial report, written beside the last complete one")
+    assert "<title>Claim report — session interrupted" in report.render_html(rep, base_dir=".")
+    with pytest.raises(ValueError, match="'aborted'.*complete, interrupted, failed"):
+        report.session_info(rootdir=".", ended="aborted")
+
+
+def test_publish_puts_a_partial_set_beside_the_complete_one(tmp_path):
+    final = tmp_path / "latest"
+    for ended in ("complete", "interrupted"):
+        staging = tmp_path / f".latest.{ended}.partial"
+        (staging / "figures").mkdir(parents=True)
+        (staging / "figures" / f"{ended}.png").write_bytes(b"x")
+        rep = report.build_report([], None, {"ended": ended, "date_utc": ended})
+        paths = report.publish_reports(rep, staging, final)
+        assert not staging.exists()
+    assert paths["json"] == tmp_path / "latest.interrupted" / "claims.json"
+    assert json.loads((final / "claims.json").read_text())["session"]["date_utc"] == "complete"
+    assert [p.name for p in (final / "figures").iterdir()] == ["complete.png"]
+    assert [p.name for p in (tmp_path / "latest.interrupted" / "figures").iterdir()] == [
+        "interrupted.png"]
