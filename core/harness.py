@@ -15,6 +15,12 @@ A claim module computes per-seed numbers with `core` probes and hands them here;
 
 Negative controls go through `check_control`: the same rule on a landscape where the claim is
 false; the test fails iff the control comes out "replicated".
+
+Revised rules (DESIGN.md "Pre-registration"): when a `[[claim.revisions]]` entry replaced a rule that
+already had results, the registry keeps it as `[claim.original_rule]`; the harness decides it too, on
+`original_data` (the originally registered probe's numbers when the probe changed) or on the same
+data, and records that verdict beside the revised one (`original` in the record). It never decides the
+pytest outcome.
 """
 from __future__ import annotations
 
@@ -42,10 +48,14 @@ def check_claim(request, claim_id: str, *, tier: str, case: str, data: Mapping[s
                 per_seed: Mapping[str, Sequence[float]], figures: Sequence[Any] = (),
                 tables: Mapping[str, list] | None = None,
                 supporting_data: Mapping[str, Any] | None = None,
-                n_used: int | None = None) -> stats.Result:
-    """Decide a claim case with its pre-registered rule, record it, and set the pytest outcome."""
+                n_used: int | None = None, original_data: Mapping[str, Any] | None = None,
+                flags: Sequence[str] = ()) -> stats.Result:
+    """Decide a claim case with its pre-registered rule, record it, and set the pytest outcome.
+    `original_data`: the data the originally registered rule/probe gives (default: `data`); `flags`:
+    short notes on units that count as no evidence, shown under the reason."""
     result, record = _decide_and_record(request, claim_id, tier, case, "claim", data, per_seed,
-                                        figures, tables, supporting_data, n_used)
+                                        figures, tables, supporting_data, n_used,
+                                        original_data=original_data, flags=flags)
     expected = record["expected"]
     if result.verdict == "replicated" and expected in (None, "replicated"):
         return result
@@ -72,17 +82,23 @@ def check_control(request, claim_id: str, *, tier: str, case: str, data: Mapping
 
 
 def _decide_and_record(request, claim_id, tier, case, kind, data, per_seed, figures, tables,
-                       supporting_data, n_used):
+                       supporting_data, n_used, *, original_data=None, flags=()):
     start = time.perf_counter()
     registry = load_registry()
     claim = registry[claim_id]
     if tier not in claim.tiers:
         raise ValueError(f"{claim_id} is registered for tiers {list(claim.tiers)}, not {tier!r}")
+    if original_data is not None and claim.original_rule is None:
+        raise ValueError(f"{claim_id}: original_data given, but the registry keeps no original_rule for it")
     alpha = registry.alpha_for(claim_id)
     result = stats.decide(claim.rule, alpha, data)
     supporting = _supporting(claim, supporting_data or {})
     record = _record(claim, tier, case, kind, alpha, result, per_seed, figures, tables, supporting,
                      n_used, request)
+    # the original rule's verdict matters for claims; a control's data need not fit the old rule's shape
+    record["original"] = None if kind == "control" else _original(
+        claim, alpha, data if original_data is None else original_data)
+    record["flags"] = [str(f) for f in flags]
     record["wall_s"] = _wall_s(request, start)
     request.node.user_properties.append((RECORD_KEY, json.dumps(record, allow_nan=True)))
     return result, record
@@ -98,6 +114,21 @@ def _supporting(claim: Claim, supporting_data: Mapping[str, Any]) -> list[dict]:
         res = stats.decide(claim.supporting[name], load_registry().family_alpha, data)
         out.append({"name": name, **_brief(res)})
     return out
+
+
+def _original(claim: Claim, alpha: float, data: Mapping[str, Any]) -> dict | None:
+    """The verdict of the rule as first registered, on the data it was registered for (report only)."""
+    if claim.original_rule is None:
+        return None
+    res = stats.decide(claim.original_rule, alpha, data)
+    return {"label": "original rule (as first registered)", "rule": _rule_text(claim.original_rule),
+            **_brief(res), "parts": [{"name": n, **_brief(r)} for n, r in res.parts]}
+
+
+def _rule_text(rule: Mapping) -> str:
+    if rule["type"] == "intersection_union":
+        return "intersection_union(" + ", ".join(f"{k}: {_rule_text(r)}" for k, r in rule["parts"].items()) + ")"
+    return rule["type"] + "(" + ", ".join(f"{k}={v}" for k, v in rule.items() if k != "type") + ")"
 
 
 def _brief(res: stats.Result) -> dict:

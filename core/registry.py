@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["Claim", "Expected", "Registry", "RegistryError", "FrozenDict", "load_registry",
-           "DEFAULT_PATH", "TIERS", "ROLES", "PAPERS", "EXPECTABLE", "RULE_PARAMS"]
+__all__ = ["Claim", "Expected", "Registry", "RegistryError", "FrozenDict", "load_registry", "leaf_rules",
+           "DEFAULT_PATH", "TIERS", "ROLES", "PAPERS", "EXPECTABLE", "RULE_PARAMS", "DATA_TYPES"]
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "claims" / "registry.toml"
 TIERS = ("toy", "cpu", "gpu")
@@ -34,10 +34,18 @@ RULE_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "mean_threshold": (("direction", "claimed"), ("refuted",)), "equivalence": (("low", "high"), ()),
     "log_ratio": (("claimed_factor", "refuted_factor"), ("base", "direction")), "non_inferiority": (("margin",), ()),
     "trend": ((), ("direction",)), "toy_tolerance": (("threshold",), ("direction",)),
+    "median_threshold": (("direction", "claimed"), ("refuted",)), "median_paired": (("direction",), ("margin",)),
+    "median_log_ratio": (("claimed_factor", "refuted_factor"), ("base", "direction")),
+    "median_equivalence": (("low", "high"), ()), "median_non_inferiority": (("margin",), ()),
+    "two_sample": (("direction",), ()),
     "intersection_union": (("parts",), ())}
+# every leaf rule names what it estimates and the data type of its per-unit values (DESIGN.md "Statistics");
+# the calibration in core/tests draws its null families from the data type
+DATA_TYPES = ("binary", "bounded", "count", "positive_ratio", "real", "deterministic")
+_DESCRIBE = ("estimand", "data_type")
 _TEXT = ("where", "statement", "statistic", "unit", "rule_text")
 _FIELDS = ("id", "paper", *_TEXT, "role", "tiers", "paper_value", "seeds", "rule")
-_OPTIONAL = ("alpha", "supporting", "expected", "revisions", "settings")
+_OPTIONAL = ("alpha", "supporting", "expected", "revisions", "settings", "original_rule")
 _META = (("version", "family_alpha", "bh_q", "n_primary"), ("created", "note"))
 # per-type consistency: (check(params, sign), field named on failure, what is allowed); sign -1 for "less"
 _CONSTRAINTS = {
@@ -51,6 +59,9 @@ _CONSTRAINTS = {
     "equivalence": (lambda p, s: p["low"] < p["high"], "low", "low < high"),
     "non_inferiority": (lambda p, s: p["margin"] >= 0, "margin", "a margin >= 0"),
 }
+_CONSTRAINTS.update({"median_threshold": _CONSTRAINTS["mean_threshold"], "median_log_ratio": _CONSTRAINTS["log_ratio"],
+                     "median_equivalence": _CONSTRAINTS["equivalence"],
+                     "median_non_inferiority": _CONSTRAINTS["non_inferiority"]})
 
 
 class RegistryError(ValueError):
@@ -104,6 +115,8 @@ class Claim:
     revisions: tuple[Mapping[str, str], ...] = ()
     alpha: float = math.nan               # resolved alpha_i (same as Registry.alpha_for)
     annotations: Mapping[str, str] = field(default_factory=FrozenDict)  # "rule.parts.x" -> justification
+    described: Mapping[str, Mapping[str, str]] = field(default_factory=FrozenDict)  # "rule.parts.x" -> estimand, data_type
+    original_rule: Mapping[str, Any] | None = None  # the rule as first registered, when a revision replaced it
 
     def setting(self, key: str, tier: str | None = None) -> Any:
         """settings[key] (dotted for nested tables); a per-tier value {cpu: .., gpu: ..} resolved for `tier`."""
@@ -214,16 +227,23 @@ def _claim(ctx: str, c: Any, meta: dict) -> Claim:
         _need(ctx, math.isclose(c["alpha"], alpha, rel_tol=1e-9), "alpha", f"is {c['alpha']!r} but a {c['role']} gets "
                  f"{alpha:.6g} (family_alpha{' / n_primary' if c['role'] == 'primary' else ''})")
     notes: dict[str, str] = {}
-    rule = _rule(ctx, "rule", c["rule"], notes)
+    described: dict[str, dict] = {}
+    rule = _rule(ctx, "rule", c["rule"], notes, described=described)
     support = c.get("supporting", {})
     _need(ctx, isinstance(support, dict), "supporting", "must be a table of named rules")
-    supporting = {k: _rule(ctx, f"supporting.{k}", v, notes) for k, v in support.items()}
+    supporting = {k: _rule(ctx, f"supporting.{k}", v, notes, described=described) for k, v in support.items()}
+    original = c.get("original_rule")
+    if original is not None:
+        original = _rule(ctx, "original_rule", original, {}, described={})
+        _need(ctx, bool(c.get("revisions")), "original_rule", "needs a [[claim.revisions]] entry saying what replaced "
+              "it and why")
     return Claim(id=c["id"], paper=c["paper"], where=c["where"], statement=c["statement"], role=c["role"],
                  tiers=tuple(tiers), statistic=c["statistic"], unit=c["unit"], rule_text=c["rule_text"],
                  paper_value=c["paper_value"], seeds=_seeds(ctx, c["seeds"], tiers), rule=_freeze(rule),
                  supporting=_freeze(supporting), expected=_expected(ctx, c.get("expected", {}), tiers),
                  settings=_freeze(_settings(ctx, c.get("settings", {}), tiers)),
-                 revisions=_revisions(ctx, c.get("revisions", [])), alpha=alpha, annotations=_freeze(notes))
+                 revisions=_revisions(ctx, c.get("revisions", [])), alpha=alpha, annotations=_freeze(notes),
+                 described=_freeze(described), original_rule=None if original is None else _freeze(original))
 
 
 def _seeds(ctx: str, seeds: Any, tiers: tuple[str, ...]) -> Mapping[str, int]:
@@ -236,24 +256,55 @@ def _seeds(ctx: str, seeds: Any, tiers: tuple[str, ...]) -> Mapping[str, int]:
     return FrozenDict(seeds)
 
 
-def _rule(ctx: str, fld: str, rule: Any, notes: dict, nested: bool = False) -> dict:
-    """Check one rule table against RULE_PARAMS; return it without annotations (those go to `notes`)."""
+def _rule(ctx: str, fld: str, rule: Any, notes: dict, nested: bool = False, *, described: dict) -> dict:
+    """Check one rule table against RULE_PARAMS; return it without annotations (justification -> `notes`,
+    estimand and data_type -> `described`, both keyed by the rule's dotted field)."""
     _need(ctx, isinstance(rule, dict), fld, "must be a table with 'type' and the rule's params")
-    kind, allowed = rule.get("type"), [k for k in RULE_PARAMS if not (nested and k == "intersection_union")]
+    kind = rule.get("type")
+    allowed = [k for k in RULE_PARAMS if not (nested and k == "intersection_union")]
     _need(ctx, kind in allowed, f"{fld}.type", f"is {kind!r}; allowed: {_list(allowed)}")
     _need(ctx, "alpha" not in rule, f"{fld}.alpha", "is not a rule param; alpha comes from [meta] and the role")
-    params = {k: v for k, v in rule.items() if k not in ("type", "justification")}  # annotation -> notes
+    params = {k: v for k, v in rule.items() if k not in ("type", "justification", *_DESCRIBE)}
     _keys(ctx, fld, params, *RULE_PARAMS[kind])
     if "justification" in rule:
         _need(ctx, _text(rule["justification"]), f"{fld}.justification", "must be a non-empty one-line string")
         notes[fld] = rule["justification"]
     if kind != "intersection_union":
         _check_params(ctx, fld, kind, params)
+        if not fld.startswith("original_rule"):
+            described[fld] = _description(ctx, fld, rule)
         return {"type": kind, **params}
     parts = params["parts"]
     _need(ctx, isinstance(parts, dict) and bool(parts), f"{fld}.parts", "is empty; an intersection_union needs "
              "at least one [<rule>.parts.<name>] table")
-    return {"type": kind, "parts": {k: _rule(ctx, f"{fld}.parts.{k}", v, notes, True) for k, v in parts.items()}}
+    return {"type": kind, "parts": {k: _rule(ctx, f"{fld}.parts.{k}", v, notes, True, described=described)
+                                    for k, v in parts.items()}}
+
+
+def _description(ctx: str, fld: str, rule: dict) -> dict:
+    """A leaf rule's estimand (what its interval is about) and the data type of its per-unit values."""
+    for k in _DESCRIBE:
+        _need(ctx, _text(rule.get(k)), f"{fld}.{k}", "is missing; every rule states its estimand and the data type "
+              f"of its per-unit values ({_list(DATA_TYPES)})")
+    _need(ctx, rule["data_type"] in DATA_TYPES, f"{fld}.data_type", f"is {rule['data_type']!r}; allowed: "
+          f"{_list(DATA_TYPES)}")
+    _need(ctx, (rule["data_type"] == "deterministic") == (rule["type"] == "toy_tolerance"), f"{fld}.data_type",
+          f"is {rule['data_type']!r} for a {rule['type']} rule; toy_tolerance (a point estimate) is for deterministic "
+          "quantities only, and a deterministic quantity needs no interval (DESIGN.md)")
+    return {k: rule[k] for k in _DESCRIBE}
+
+
+def leaf_rules(claim: "Claim"):
+    """(dotted field, leaf rule) for the claim's rule and supporting rules: what the calibration covers."""
+    def walk(fld, rule):
+        if rule["type"] == "intersection_union":
+            for k, r in rule["parts"].items():
+                yield from walk(f"{fld}.parts.{k}", r)
+        else:
+            yield fld, rule
+    yield from walk("rule", claim.rule)
+    for name, r in claim.supporting.items():
+        yield from walk(f"supporting.{name}", r)
 
 
 def _check_params(ctx: str, fld: str, kind: str, p: dict) -> None:

@@ -41,7 +41,8 @@ from scipy import stats as st
 from statsmodels.stats.weightstats import DescrStatsW
 
 __all__ = ["VERDICTS", "Result", "existence", "mean_threshold", "paired", "log_ratio", "equivalence",
-           "non_inferiority", "trend", "toy_tolerance", "intersection_union", "decide",
+           "non_inferiority", "trend", "toy_tolerance", "median_threshold", "median_paired", "median_log_ratio",
+           "median_equivalence", "median_non_inferiority", "two_sample", "sign_rank", "intersection_union", "decide",
            "bonferroni_share", "holm", "benjamini_hochberg"]
 
 VERDICTS = ("replicated", "refuted", "inconclusive", "insufficient_n", "error", "not_run")
@@ -243,6 +244,88 @@ def _trend_kernel(x, Y, alpha, sign, rng=None):
     return _NAMES[codes], rho, p, p_min, mc        # mc: number of random permutations (0 = exact)
 
 
+# ---------------------------------------------------------------- distribution-free kernels (sign test, permutation)
+@functools.lru_cache(maxsize=512)
+def sign_rank(n: int, alpha: float) -> int:
+    """Largest k >= 1 with P(Bin(n, 1/2) <= k - 1) <= alpha, exactly (integer binomial sums); 0 if none.
+
+    x_(k) is then a one-sided level-alpha lower confidence bound of the median for ANY distribution:
+    P(x_(k) > m) = P(#{x_i <= m} <= k - 1) <= P(Bin(n, 1/2) <= k - 1) when P(X <= m) >= 1/2, which holds at
+    every median m, with atoms and ties included. k = 0 means no order statistic can bound the median at
+    this n (2^-n > alpha): the rule can never decide."""
+    total, acc, k = 2 ** n, 0, 0
+    for j in range(n):
+        acc += math.comb(n, j)
+        if acc * 1.0 > alpha * total:
+            break
+        k = j + 1
+    return k
+
+
+def _sign_kernel(x, alpha, sign, claimed, refuted):
+    """Sign test on rows of x [nsim, n] -> (verdicts, median, lo, hi, p, k).
+
+    Estimand: the median unit. "greater": H0 P(X <= claimed) >= 1/2; replicated iff lo = x_(k) > claimed,
+    refuted iff hi = x_(n-k+1) < refuted. p = P(Bin(n, 1/2) >= #{x > claimed}) (ties at the threshold count
+    against the claim), so p >= 2^-n always."""
+    n = x.shape[-1]
+    k = sign_rank(n, alpha) if n else 0
+    med = np.median(x, -1) if n else np.full(x.shape[:-1], np.nan)
+    if k == 0:
+        nan = np.full(x.shape[:-1], np.nan)
+        return _NAMES[np.full(x.shape[:-1], _INS)], med, nan, nan, np.ones(x.shape[:-1]), 0
+    xs = np.sort(x, -1)
+    lo, hi = xs[..., k - 1], xs[..., n - k]
+    beyond = (sign * (x - claimed) > 0).sum(-1)
+    p = st.binom.sf(beyond - 1, n, 0.5)
+    return _NAMES[_region(lo, hi, sign, claimed, refuted)], med, lo, hi, p, k
+
+
+def _sign_equivalence_kernel(x, alpha, low, high):
+    """Median inside (low, high): both one-sided sign tests at alpha (TOST); refuted iff wholly outside."""
+    v, med, lo, hi, p_low, k = _sign_kernel(x, alpha, 1, low, low)
+    if k == 0:
+        return v, med, lo, hi, p_low, k
+    p_high = st.binom.sf((x < high).sum(-1) - 1, x.shape[-1], 0.5)
+    codes = np.select([(lo > low) & (hi < high), (lo > high) | (hi < low)], [_REP, _REF], _INC)
+    return _NAMES[codes], med, lo, hi, np.maximum(p_low, p_high), k
+
+
+_PERMUTATIONS = 9_999              # two_sample: Monte-Carlo permutations, a fixed seeded set (p >= 1e-4)
+
+
+@functools.lru_cache(maxsize=64)
+def _membership(n_a: int, n_b: int, draws: int = _PERMUTATIONS) -> np.ndarray:
+    """[draws, n_a + n_b] 0/1 rows: which pooled positions a random relabelling gives to group a.
+    Seeded once (generator 0): the same data always get the same p, on every machine."""
+    rng = np.random.default_rng(0)
+    idx = rng.permuted(np.tile(np.arange(n_a + n_b), (draws, 1)), axis=1)[:, :n_a]
+    m = np.zeros((draws, n_a + n_b))
+    np.put_along_axis(m, idx, 1.0, axis=1)
+    return m
+
+
+def _two_sample_kernel(a, b, alpha, sign, chunk=256):
+    """Permutation test of mean(a) - mean(b) on rows a [nsim, n_a], b [nsim, n_b] -> (verdicts, diff, p, q).
+
+    H0: the pooled n_a + n_b values are exchangeable (a's distribution equals b's). T = sum of a's values;
+    p = (1 + #{T* >= T}) / (1 + R) over R seeded relabellings (valid at every R); ties within a relative
+    1e-9 count as >= (floating-point sums of equal multisets may differ in the last bit)."""
+    z = np.concatenate([a, b], -1)
+    m = _membership(a.shape[-1], b.shape[-1])
+    t = a.sum(-1)
+    tol = 1e-9 * (1.0 + np.abs(z).sum(-1))
+    ge, le = np.empty(t.shape), np.empty(t.shape)
+    for s in range(0, z.shape[0], chunk):
+        perm = z[s:s + chunk] @ m.T                             # [chunk, R] relabelled sums of group a
+        ge[s:s + chunk] = (perm >= (t[s:s + chunk] - tol[s:s + chunk])[:, None]).sum(-1)
+        le[s:s + chunk] = (perm <= (t[s:s + chunk] + tol[s:s + chunk])[:, None]).sum(-1)
+    up, down = (1 + ge) / (1 + m.shape[0]), (1 + le) / (1 + m.shape[0])
+    p, q = (up, down) if sign > 0 else (down, up)
+    codes = np.select([p < alpha, q < alpha], [_REP, _REF], _INC)
+    return _NAMES[codes], a.mean(-1) - b.mean(-1), p, q
+
+
 # ---------------------------------------------------------------- reasons
 def _say(label, est, lo, hi, verdict, sign, claimed, refuted, ctext, rtext, tail):
     gt, lt = (">", "<") if sign > 0 else ("<", ">")
@@ -390,6 +473,116 @@ def toy_tolerance(values, *, alpha, threshold, direction="greater") -> Result:
     return Result("toy_tolerance", worst, (float(x.min()), float(x.max())), math.nan, alpha, x.size, v, reason)
 
 
+# ---------------------------------------------------------------- distribution-free rules (estimand: the median unit)
+def _sign_result(rule, x, alpha, sign, claimed, refuted, label, ctext=None, rtext=None) -> Result:
+    v, med, lo, hi, p, k = (a[0] if isinstance(a, np.ndarray) else a
+                            for a in _sign_kernel(x[None], alpha, sign, claimed, refuted))
+    n = x.size
+    if k == 0:
+        return Result(rule, float(med), _NAN2, 1.0, alpha, n, "insufficient_n",
+                      f"{label} {_f(med)} from n={n}: a sign test can never reach p < alpha={alpha:.4g} "
+                      f"(smallest attainable p = 2^-{n} = {0.5 ** n:.3g}) -> insufficient_n")
+    beyond = int((sign * (x - claimed) > 0).sum())
+    word = ">" if sign > 0 else "<"
+    note = "; all values equal" if n and np.ptp(x) == 0 else ""
+    tail = (f"(sign test: {beyond} of {n} units {word} {_f(claimed)}, p={p:.2g}, alpha={alpha:.4g}; interval = "
+            f"order statistics x_({k}), x_({n - k + 1}){note})")
+    reason = _say(label, med, lo, hi, str(v), sign, claimed, refuted, ctext or _f(claimed), rtext or _f(refuted), tail)
+    return Result(rule, float(med), (float(lo), float(hi)), float(p), alpha, n, str(v), reason)
+
+
+def median_threshold(values, *, alpha, direction, claimed, refuted=None) -> Result:
+    """Sign test of the median; "greater": replicated iff x_(k) > claimed, refuted iff x_(n-k+1) < refuted."""
+    alpha, x = _alpha("median_threshold", alpha), _data("median_threshold", "values", values)
+    sign, c = _sign("median_threshold", direction, ("greater", "less")), _num("median_threshold", "claimed", claimed)
+    r = c if refuted is None else _num("median_threshold", "refuted", refuted)
+    if sign * (c - r) < 0:
+        raise ValueError(f"median_threshold: refuted={r} must not lie on the claimed side of claimed={c}")
+    return _sign_result("median_threshold", x, alpha, sign, c, r, "median")
+
+
+def median_paired(a, b, *, alpha, direction, margin=0.0) -> Result:
+    """Sign test of the median paired difference d = a - b against margin."""
+    alpha, a, b = _alpha("median_paired", alpha), _data("median_paired", "a", a), _data("median_paired", "b", b)
+    if a.size != b.size:
+        raise ValueError(f"median_paired: a has {a.size} units but b has {b.size}; pairs must match")
+    sign, m = _sign("median_paired", direction, ("greater", "less")), _num("median_paired", "margin", margin)
+    return _sign_result("median_paired", a - b, alpha, sign, m, m, "median difference a-b")
+
+
+def median_log_ratio(ratios, *, alpha, claimed_factor, refuted_factor, base=10.0, direction="greater") -> Result:
+    """Sign test of the median log ratio (= log of the median ratio: logs are monotone)."""
+    alpha, x = _alpha("median_log_ratio", alpha), _data("median_log_ratio", "ratios", ratios)
+    bad = np.flatnonzero(x <= 0)
+    if bad.size:
+        raise ValueError(f"median_log_ratio: ratios[{bad[0]}] = {x[bad[0]]}; ratios must be > 0")
+    cf, rf, base = (_num("median_log_ratio", k, v) for k, v in
+                    (("claimed_factor", claimed_factor), ("refuted_factor", refuted_factor), ("base", base)))
+    sign = _sign("median_log_ratio", direction, ("greater", "less"))
+    if min(cf, rf) <= 0 or base <= 1 or sign * (cf - rf) < 0:
+        raise ValueError(f"median_log_ratio: need factors > 0, base > 1, refuted_factor ({rf}) not on the "
+                         f"claimed side of claimed_factor ({cf}) for direction {direction!r}")
+    c, r = math.log(cf, base), math.log(rf, base)
+    return _sign_result("median_log_ratio", np.log(x) / math.log(base), alpha, sign, c, r,
+                        f"median log{base:g} ratio", f"{_f(c)} ({cf:g}x)", f"{_f(r)} ({rf:g}x)")
+
+
+def median_non_inferiority(values, *, alpha, margin) -> Result:
+    """values = new - reference (larger is better); sign test: replicated iff x_(k) > -margin."""
+    alpha, x = _alpha("median_non_inferiority", alpha), _data("median_non_inferiority", "values", values)
+    m = _num("median_non_inferiority", "margin", margin)
+    if m < 0:
+        raise ValueError(f"median_non_inferiority: margin={m}; allowed: >= 0 (the claim is median > -margin)")
+    return _sign_result("median_non_inferiority", x, alpha, 1, -m, -m, "median difference",
+                        f"-margin {_f(-m)}", f"{_f(-m)}")
+
+
+def median_equivalence(values, *, alpha, low, high) -> Result:
+    """Two one-sided sign tests: replicated iff x_(k) > low and x_(n-k+1) < high; refuted iff wholly outside."""
+    alpha, x = _alpha("median_equivalence", alpha), _data("median_equivalence", "values", values)
+    low, high = _num("median_equivalence", "low", low), _num("median_equivalence", "high", high)
+    if not low < high:
+        raise ValueError(f"median_equivalence: need low < high, got low={low}, high={high}")
+    v, med, lo, hi, p, k = (a[0] if isinstance(a, np.ndarray) else a
+                            for a in _sign_equivalence_kernel(x[None], alpha, low, high))
+    if k == 0:
+        return _sign_result("median_equivalence", x, alpha, 1, low, low, "median")
+    body = {"replicated": "inside", "refuted": "entirely outside"}.get(str(v), "not inside")
+    reason = (f"median {_f(med)} [{_f(lo)}, {_f(hi)}] {body} the equivalence region ({_f(low)}, {_f(high)}) "
+              f"(two one-sided sign tests, n={x.size}, p={p:.2g}, alpha={alpha:.4g}; interval = order statistics "
+              f"x_({k}), x_({x.size - k + 1})) -> {v}")
+    return Result("median_equivalence", float(med), (float(lo), float(hi)), float(p), alpha, x.size, str(v), reason)
+
+
+def _shift_bound(a, b, alpha, sign):
+    """One-sided (1 - alpha) bound of a location shift by inverting the permutation test (bisection)."""
+    lo, hi = float(a.min() - b.max()) - 1.0, float(a.max() - b.min()) + 1.0
+    for _ in range(48):
+        mid = 0.5 * (lo + hi)
+        v, _, p, q = _two_sample_kernel((a - mid)[None], b[None], alpha, 1)
+        # "greater" (lower bound): the largest shift still rejected by the upward test; "less": symmetric
+        rejects = (p[0] < alpha) if sign > 0 else (q[0] >= alpha)
+        lo, hi = (mid, hi) if rejects else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def two_sample(a, b, *, alpha, direction) -> Result:
+    """Permutation test of mean(a) - mean(b) under exchangeability; "greater": replicated iff p < alpha,
+    refuted iff the opposite one-sided p < alpha. Interval: the (1 - 2 alpha) location-shift interval."""
+    alpha, a, b = _alpha("two_sample", alpha), _data("two_sample", "a", a), _data("two_sample", "b", b)
+    sign = _sign("two_sample", direction, ("greater", "less"))
+    if min(a.size, b.size) < 1 or math.comb(a.size + b.size, a.size) * alpha <= 1:
+        return Result("two_sample", math.nan, _NAN2, 1.0, alpha, min(a.size, b.size), "insufficient_n",
+                      f"n_a={a.size}, n_b={b.size}: too few relabellings for p < alpha={alpha:.4g} -> insufficient_n")
+    v, d, p, q = (r[0] for r in _two_sample_kernel(a[None], b[None], alpha, sign))
+    ci = (_shift_bound(a, b, alpha, 1), _shift_bound(a, b, alpha, -1))
+    word = ">" if sign > 0 else "<"
+    reason = (f"mean difference a-b {_f(d)} [{_f(ci[0])}, {_f(ci[1])}] (permutation test of {word} 0, "
+              f"{_PERMUTATIONS} seeded relabellings, n_a={a.size}, n_b={b.size}: p={p:.2g}, opposite p={q:.2g}, "
+              f"alpha={alpha:.4g}) -> {v}")
+    return Result("two_sample", float(d), ci, float(p), alpha, min(a.size, b.size), str(v), reason)
+
+
 def _iut_verdict(verdicts):
     for v, cond in (("replicated", all), ("refuted", any), ("error", any), ("insufficient_n", any),
                     ("not_run", any)):
@@ -420,7 +613,10 @@ def intersection_union(parts: Mapping[str, Result], *, alpha) -> Result:
 _RULES = {"existence": (existence, ("successes",)), "mean_threshold": (mean_threshold, ("values",)),
           "paired": (paired, ("a", "b")), "log_ratio": (log_ratio, ("ratios",)),
           "equivalence": (equivalence, ("values",)), "non_inferiority": (non_inferiority, ("values",)),
-          "trend": (trend, ("x", "y")), "toy_tolerance": (toy_tolerance, ("values",))}
+          "trend": (trend, ("x", "y")), "toy_tolerance": (toy_tolerance, ("values",)),
+          "median_threshold": (median_threshold, ("values",)), "median_paired": (median_paired, ("a", "b")),
+          "median_log_ratio": (median_log_ratio, ("ratios",)), "median_equivalence": (median_equivalence, ("values",)),
+          "median_non_inferiority": (median_non_inferiority, ("values",)), "two_sample": (two_sample, ("a", "b"))}
 
 
 def _keys(what, given, required, allowed):

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from core import stats
-from core.registry import (DEFAULT_PATH, EXPECTABLE, RULE_PARAMS, Claim, Expected, RegistryError,
+from core.registry import (DATA_TYPES, DEFAULT_PATH, EXPECTABLE, leaf_rules, RULE_PARAMS, Claim, Expected, RegistryError,
                            load_registry)
 
 IDS = ("AV-1", "AV-1b", "AV-2", "AV-3", "AV-4", "AV-5", "AV-6", "AV-7", "AV-8", "AV-9", "AV-10", "AV-11",
@@ -88,7 +88,9 @@ def _synthetic(rule, n=8):
         return {k: _synthetic(r, n) for k, r in rule["parts"].items()}
     v = np.random.default_rng(0).normal(1.0, 0.5, n)
     return {"existence": {"successes": np.ones(n, bool)}, "paired": {"a": v, "b": v - 0.5},
-            "log_ratio": {"ratios": np.exp(v)}, "trend": {"x": np.arange(n), "y": v}}.get(rule["type"], {"values": v})
+            "median_paired": {"a": v, "b": v - 0.5}, "two_sample": {"a": v + 1, "b": v},
+            "log_ratio": {"ratios": np.exp(v)}, "median_log_ratio": {"ratios": np.exp(v)},
+            "trend": {"x": np.arange(n), "y": v}}.get(rule["type"], {"values": v})
 
 
 def test_every_rule_goes_to_stats_decide_unchanged(reg):
@@ -116,11 +118,12 @@ def test_fixed_thresholds_of_the_lead(reg):
     assert r["AV-1"] == {"type": "existence", "claimed_above": 0.5, "refuted_below": 0.5, "require_all": True}
     assert r["AV-1b"]["claimed"] == 0.1 and r["AV-4"]["claimed"] == 0.8 and r["AV-12"]["claimed"] == 0.9
     assert (r["AV-3"]["direction"], r["AV-3"]["claimed"], r["AV-3"]["refuted"]) == ("less", math.log(0.5), math.log(0.9))
-    assert r["AV-6"]["parts"]["symmetric_null"] == {"type": "equivalence", "low": -0.02, "high": 0.02}
+    assert r["AV-6"]["parts"]["symmetric_null"] == {"type": "median_equivalence", "low": -0.02, "high": 0.02}
+    assert reg["AV-6"].original_rule["parts"]["symmetric_null"] == {"type": "equivalence", "low": -0.02, "high": 0.02}
     assert set(r["AV-9"]["parts"]) == {"train_higher", "test_lower"} and "accuracy" in reg["AV-9"].supporting
     sd5 = r["SD-5"]["parts"]
-    assert sd5["sharper"] == {"type": "log_ratio", "claimed_factor": 10.0, "refuted_factor": 3.0, "base": 10.0}
-    assert sd5["accuracy"] == {"type": "non_inferiority", "margin": 1.0}
+    assert sd5["sharper"] == {"type": "median_log_ratio", "claimed_factor": 10.0, "refuted_factor": 3.0, "base": 10.0}
+    assert sd5["accuracy"] == {"type": "median_non_inferiority", "margin": 1.0}
     assert r["SD-1"]["parts"]["growth"]["claimed"] == pytest.approx(math.log(2))
     assert {p["claimed_above"] for p in r["LS-1"]["parts"].values()} == {0.9}
     assert set(r["LS-7"]["parts"]) == {"m_2", "m_5", "m_10"}
@@ -204,6 +207,8 @@ seeds = { cpu = 10, gpu = 5 }
 
 [claim.rule]
 type = "existence"
+estimand = "probability of an asymmetric direction"
+data_type = "binary"
 claimed_above = 0.5
 refuted_below = 0.5
 justification = "why the bar"
@@ -237,15 +242,21 @@ type = "intersection_union"
 
 [claim.rule.parts.cv]
 type = "mean_threshold"
+estimand = "mean max CV"
+data_type = "positive_ratio"
 direction = "less"
 claimed = 0.1
 
 [claim.rule.parts.mono]
 type = "toy_tolerance"
+estimand = "every base point (deterministic)"
+data_type = "deterministic"
 threshold = 0.0
 
 [claim.supporting.trend]
 type = "trend"
+estimand = "Spearman association"
+data_type = "real"
 direction = "increasing"
 """
 REVISION = '\n[[claim.revisions]]\ndate = "2026-12-01"\nwhat = "grid"\nwhy = "the paper uses 41 points"\n'
@@ -293,6 +304,10 @@ BAD = [  # (old, new, substrings the one-line message must contain)
     ('unit = "base point"\n', "", ["claim 'LS-3'", "'unit'", "missing"]),
     ('statement = "statement two"', 'statement = ""', ["claim 'LS-3'", "'statement'", "non-empty"]),
     ('unit = "seed"', 'unit = "seed"\nseed = 3', ["claim 'AV-1'", "'seed'", "unknown"]),
+    ('data_type = "binary"\n', "", ["claim 'AV-1'", "'rule.data_type'", "estimand"]),
+    ('data_type = "binary"', 'data_type = "bool"', ["claim 'AV-1'", "'rule.data_type'", "'binary'"]),
+    ('data_type = "deterministic"', 'data_type = "real"', ["claim 'LS-3'", "'rule.parts.mono.data_type'",
+                                                           "deterministic quantities only"]),
     ('role = "primary"', 'role = "primary"\n', []),  # sanity: a harmless edit still loads (checked below)
     ("\nalpha = 0.05", "\nalpha = 1.2", ["claim 'AV-1'", "'alpha'", "(0, 1)"]),
     ("\nalpha = 0.05", "\nalpha = 0.01", ["claim 'AV-1'", "'alpha'", "primary gets 0.05"]),
@@ -364,3 +379,40 @@ def test_hash_follows_the_bytes_and_cache_follows_the_file(tmp_path):
     second = load_registry(path)
     assert second is not first and second.sha256 != first.sha256
     assert second.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() and second["LS-3"].where == "§3.3, Fig. 2"
+
+
+def test_every_leaf_rule_states_estimand_and_data_type(reg):
+    """DESIGN.md "Statistics": each rule names its estimand and the data type of its per-unit values, and a
+    point-estimate rule (toy_tolerance) is only ever used on a deterministic quantity."""
+    for cid, claim in reg.claims.items():
+        for fld, rule in leaf_rules(claim):
+            d = claim.described[fld]
+            assert d["estimand"] and d["data_type"] in DATA_TYPES, (cid, fld)
+            assert (rule["type"] == "toy_tolerance") == (d["data_type"] == "deterministic"), (cid, fld)
+
+
+def test_planned_n_can_decide_every_sign_test(reg):
+    """n units never give p < 2^-n: every median rule must be able to replicate at every tier's planned n
+    when every unit lies beyond the threshold (else it is insufficient_n by construction)."""
+    for cid, claim in reg.claims.items():
+        for fld, rule in leaf_rules(claim):
+            if not rule["type"].startswith("median_"):
+                continue
+            alpha = reg.alpha_for(cid) if fld.startswith("rule") else reg.family_alpha
+            for tier, n in claim.seeds.items():
+                assert stats.sign_rank(n, alpha) >= 1, (cid, fld, tier, n)
+
+
+def test_original_rule_needs_a_revision_and_differs(reg, tmp_path):
+    revised = [c for c in reg.claims.values() if c.original_rule is not None]
+    assert {"AV-1", "AV-1b", "AV-10", "LS-4"} <= {c.id for c in revised}
+    for c in revised:
+        assert any(r["date"] == "2026-12-01" for r in c.revisions), c.id
+    text = DEFAULT_PATH.read_text()
+    bad = tmp_path / "registry.toml"
+    start = text.index('id = "AV-2"')
+    block = text[start:text.index("[[claim]]", start)]
+    cut = block.replace(block[block.index("[[claim.revisions]]"):block.index("[claim.expected")], "")
+    bad.write_text(text.replace(block, cut))
+    with pytest.raises(RegistryError, match=r"claim 'AV-2': field 'original_rule' needs a \[\[claim.revisions\]\]"):
+        load_registry(bad)
