@@ -23,7 +23,9 @@ AV-9  §6.1, Table 1: "although the biased SWA solution has higher training loss
       not the authors' keep-if-it-fits selection (PROTOCOLS.md), which is reported beside, labelled.
 AV-10 §6.1, Fig. 8: "SWA has a bias on the flat side compared with the SGD solution." Per seed
       ln(rise_opposite/rise_SWA) > 0 AND the fraction of 10 directions u_inter + u_rand with SWA on the
-      flatter side > 0.5 (intersection–union).
+      flatter side > 0.5 (intersection–union), each line judged around its own minimum; a seed whose
+      w_SGD is not at the u_inter line's minimum is no evidence either way. The originally registered
+      probe (judged at w_SGD) is decided beside it by the original rule.
 AV-11 §6.2, Fig. 10: along random Gaussian rays SWA looks wider than SGD although both share a basin.
       Per seed mean width over 20 rays (rise of 1 nat); paired SWA − SGD > 0.
 AV-12 §5.2, Fig. 6: "after the first 40 epochs, the projected loss surfaces becomes relatively stable."
@@ -44,13 +46,15 @@ from core import plots, stats
 from core.harness import check_claim, check_control, claim_of
 from core.landscape import directions as dirs
 from core.landscape.asymmetry import asymmetry_index
+from core.landscape.flat_side import flat_side_at_minimum
 from core.landscape.probes import (asymmetry_survey, flat_side_comparison, neighbour_asymmetry,
                                    profile_correlation, random_ray_width, segment_profile,
                                    shift_gap)
 from core.landscape.scan import scan_lines
 from core.registry import load_registry
 from core.train import authors_selection_rule, evaluate
-from fixtures.av_probes import stream, survey_settings, tier_value
+from fixtures.av_probes import (flat_side_data, flat_side_settings, original_flat_side_data,
+                                original_flat_side_settings, stream, survey_settings, tier_value)
 from fixtures.specs import tier as tier_cases
 
 ROBUSTNESS_SEEDS = 3   # other direction families run on the first 3 seeds only (descriptive table;
@@ -93,8 +97,33 @@ def _family_seeds(claim, family, seeds):
     return seeds if family == claim.settings.get("family", "paper") else seeds[:ROBUSTNESS_SEEDS]
 
 
-def _prevalence(net, i, family, claim) -> float:
-    return float(net.survey(i, family, claim).asymmetric.double().mean())
+def _prevalence(net, i, family, claim, *, original=False) -> float:
+    """Fraction of the K directions asymmetric at some scale of the set (original: Δ = delta_rise
+    alone, no centre guard — the rule as first registered)."""
+    s = net.survey(i, family, claim)
+    return float((s.original_asymmetric if original else s.asymmetric).double().mean())
+
+
+def _scale_label(delta: float) -> str:
+    return f"delta_{float(delta):g}"
+
+
+def _scale_columns(surveys) -> dict:
+    """Per-seed, per-scale columns: the largest c_u among centred valleys, and the fraction of
+    directions whose fine line's minimum is off w ('w not at the line's minimum', never asymmetric)."""
+    out = {}
+    for q, d in enumerate(surveys[0].deltas.tolist()):
+        ok = [s.is_valley_s[q] & s.centred_s[q] for s in surveys]
+        out[f"max_c_{_scale_label(d)}"] = [float(torch.where(m, torch.nan_to_num(s.c_s[q], nan=0.0), 0.0).max())
+                                          for s, m in zip(surveys, ok)]
+        out[f"not_centred_{_scale_label(d)}"] = [float((~s.centred_s[q]).double().mean()) for s in surveys]
+    return out
+
+
+def _max_c(s) -> float:
+    """Largest c_u over the pre-registered scales among centred valleys (0 if none)."""
+    ok = s.is_valley_s & s.centred_s & s.in_set.to(s.c_s.device).view(-1, 1)
+    return float(torch.where(ok, torch.nan_to_num(s.c_s, nan=0.0), 0.0).max())
 
 
 def _family_row(claim, tier, family, values, rule=None) -> dict:
@@ -156,44 +185,74 @@ def test_av1_every_sgd_solution_is_an_asymmetric_valley(request, av_net, figure_
             for f in claim.settings["families_reported"]]
     paper = [net.survey(i, fam, claim) for i in seeds]
     any_asym = [bool(s.asymmetric.any()) for s in paper]
+    original = [bool(s.original_asymmetric.any()) for s in paper]
     bn_rows = _bn_recompute_rows(net, claim, tier, seeds)
-    s0 = paper[0]
-    j = int(torch.nan_to_num(s0.c, nan=-1.0).argmax())
-    slopes, r, R = _slopes(torch.linspace(-1, 1, s0.losses.shape[-1], dtype=torch.float64),
-                           s0.losses[j].double().cpu(), float(claim.settings["r_frac"]))
-    fig = plots.loss_along_direction(
-        _fig(figure_dir, "AV-1", tier, case, "direction"), s0.steps[j], s0.losses[j],
-        slopes=slopes, r=r * float(s0.R[j]), R=R * float(s0.R[j]),
-        title=f"AV-1 {case} seed {net.seeds[seeds[0]].seed}: c_u = {float(s0.c[j]):.2f}")
     sens_rows, sens_fig = _c_sensitivity(claim, paper, _fig(figure_dir, "AV-1", tier, case, "c_sensitivity"),
                                          case)
     check_claim(request, "AV-1", tier=tier, case=case, data={"successes": any_asym},
+                original_data={"successes": original},
                 per_seed={"any_asymmetric": [float(a) for a in any_asym],
-                          "max_c": [float(torch.nan_to_num(s.c, nan=0.0).max()) for s in paper],
+                          "any_asymmetric_original": [float(a) for a in original],
+                          "max_c": [_max_c(s) for s in paper],
+                          "max_c_original": [float(torch.nan_to_num(s.original_c, nan=0.0).max()) for s in paper],
                           "prevalence": [float(s.asymmetric.double().mean()) for s in paper],
-                          "no_rise": [float(s.no_rise.double().mean()) for s in paper]},
-                figures=[fig, sens_fig], tables={"direction families (AV-1 rule per family)": rows,
-                                       "BN recomputed vs eval (first seeds)": bn_rows,
-                                       "threshold sensitivity (descriptive, not the rule)": sens_rows,
-                                       "seeds": _status_table(net, claim, tier)})
+                          **_scale_columns(paper)},
+                figures=[_av1_figure(figure_dir, claim, tier, case, paper[0], net.seeds[seeds[0]].seed), sens_fig],
+                tables={"direction families (AV-1 rule per family)": rows,
+                        "BN recomputed vs eval (first seeds)": bn_rows,
+                        "threshold and scale sensitivity (descriptive, not the rule)": sens_rows,
+                        "seeds": _status_table(net, claim, tier)})
+
+
+def _av1_figure(figure_dir, claim, tier, case, s0, seed):
+    """He et al. Fig. 2 for the first seed: its first asymmetric direction (largest c_u if none), on
+    that direction's own window (the smallest scale at which it is asymmetric)."""
+    asym = torch.nonzero(s0.asymmetric).flatten()
+    j = int(asym[0]) if asym.numel() else int(torch.nan_to_num(s0.c, nan=-1.0).argmax())
+    q = int(s0.scale_index[j]) if asym.numel() else int(s0.reference)
+    slopes, r, R = _slopes(torch.linspace(-1, 1, s0.losses.shape[-1], dtype=torch.float64),
+                           s0.losses[j].double().cpu(), float(claim.settings["r_frac"]))
+    kind = "asymmetric" if asym.numel() else "largest c_u, not asymmetric"
+    return plots.loss_along_direction(
+        _fig(figure_dir, "AV-1", tier, case, "direction"), s0.steps[j], s0.losses[j],
+        slopes=slopes, r=r * float(s0.R[j]), R=R * float(s0.R[j]),
+        title=f"AV-1 {case} seed {seed} ({kind}): c_u = {float(s0.c[j]):.2f} at Δ = "
+              f"{float(s0.deltas[q]):g} nat{'' if bool(s0.centred[j]) else ' (w NOT at the line minimum)'}")
 
 
 SENSITIVITY_C = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)  # descriptive grid
 
 
+def _found_at(s, thr: float, variant) -> bool:
+    """Any direction asymmetric at c threshold thr: at one scale index (centre guard), over the
+    pre-registered set ("set"), or by the original rule ("original": Δ = delta_rise, no guard)."""
+    above = (torch.nan_to_num(s.c_s, nan=-1.0) > thr) & s.is_valley_s
+    if variant == "original":
+        return bool(((torch.nan_to_num(s.original_c, nan=-1.0) > thr) & s.is_valley_s[int(s.reference)]).any())
+    guarded = above & s.centred_s
+    if variant == "set":
+        return bool((guarded & s.in_set.to(guarded.device).view(-1, 1)).any())
+    return bool(guarded[variant].any())
+
+
 def _c_sensitivity(claim, surveys, path, case):
     """CLAIMS.md "sensitivity of every threshold-based claim": AV-1's rule re-applied with other c
-    thresholds to the same surveys (descriptive; the verdict uses the pre-registered c only)."""
+    thresholds, at each single scale Δ, over the pre-registered set, and by the original rule
+    (descriptive; the verdict uses the pre-registered c and scale set only)."""
     alpha = load_registry().alpha_for(claim.id)
-    rows = []
+    variants = {f"Δ = {d:g} nat": q for q, d in enumerate(surveys[0].deltas.tolist())}
+    variants["scale set (the rule)"] = "set"
+    variants[f"original (Δ = {float(claim.settings['delta_rise']):g} nat, no centre guard)"] = "original"
+    rows, curves = [], {label: [] for label in variants}
     for thr in SENSITIVITY_C:
-        ok = [bool(((torch.nan_to_num(s.c, nan=-1.0) > thr) & s.is_valley).any()) for s in surveys]
-        res = stats.decide(claim.rule, alpha, {"successes": ok})
-        rows.append({"c_threshold": thr, "seeds_with_a_direction": sum(ok), "of": len(ok),
-                     "verdict": res.verdict})
-    fig = plots.threshold_sensitivity(path, SENSITIVITY_C, [r["verdict"] for r in rows],
-                                      chosen=float(claim.settings["c_threshold"]),
-                                      title=f"AV-1 {case}: verdict vs the c_u threshold")
+        for label, variant in variants.items():
+            ok = [_found_at(s, thr, variant) for s in surveys]
+            res = stats.decide(claim.rule, alpha, {"successes": ok})
+            rows.append({"c_threshold": thr, "scale": label, "seeds_with_a_direction": sum(ok), "of": len(ok),
+                         "verdict": res.verdict})
+            curves[label].append(res.verdict)
+    fig = plots.threshold_sensitivity_by(path, SENSITIVITY_C, curves, chosen=float(claim.settings["c_threshold"]),
+                                         title=f"AV-1 {case}: verdict vs the c_u threshold, per rise scale Δ")
     return rows, fig
 
 
@@ -204,9 +263,9 @@ def _bn_recompute_rows(net, claim, tier, seeds) -> list[dict]:
     for i in seeds[:n]:
         for bn in ("eval", "recompute"):
             s = net.survey(i, claim.settings["family"], claim, bn=bn)
-            rows.append({"seed": net.seeds[i].seed, "bn": bn,
-                         "asymmetric": int(s.asymmetric.sum()), "of": int(s.c.numel()),
-                         "max_c": round(float(torch.nan_to_num(s.c, nan=0.0).max()), 3)})
+            rows.append({"seed": net.seeds[i].seed, "bn": bn, "asymmetric": int(s.asymmetric.sum()),
+                         "asymmetric_original": int(s.original_asymmetric.sum()), "of": int(s.c.numel()),
+                         "max_c": round(_max_c(s), 3)})
     return rows
 
 
@@ -226,8 +285,11 @@ def test_av1b_random_directions_asymmetric_with_decent_probability(request, av_n
     prev = {f: [_prevalence(net, i, f, claim) for i in _family_seeds(claim, f, seeds)]
             for f in claim.settings["families_reported"]}
     rows = [_family_row(claim, tier, f, {"values": v}) for f, v in prev.items()]
-    check_claim(request, "AV-1b", tier=tier, case=case, data={"values": prev["paper"]},
-                per_seed={f"prevalence_{f}": v for f, v in prev.items()},
+    fam = claim.settings["family"]
+    original = [_prevalence(net, i, fam, claim, original=True) for i in seeds]
+    check_claim(request, "AV-1b", tier=tier, case=case, data={"values": prev[fam]},
+                original_data={"values": original},
+                per_seed={**{f"prevalence_{f}": v for f, v in prev.items()}, f"prevalence_{fam}_original": original},
                 tables={"direction families (AV-1b rule per family)": rows,
                         "seeds": _status_table(net, claim, tier)})
 
@@ -249,14 +311,17 @@ def test_av2_batchnorm_causes_asymmetry(request, av_net, figure_dir, tier, case_
                 [_prevalence(nobn, i, f, claim) for i in _family_seeds(claim, f, seeds)])
             for f in claim.settings["families_reported"]}
     rows = [_family_row(claim, tier, f, {"a": a, "b": b}) for f, (a, b) in prev.items()]
-    a, b = prev[claim.settings["family"]]
     fam = claim.settings["family"]
-    max_c = [[float(torch.nan_to_num(n.survey(i, fam, claim).c, nan=0.0).max()) for i in seeds] for n in (bn, nobn)]
+    a, b = prev[fam]
+    orig = [[_prevalence(n, i, fam, claim, original=True) for i in seeds] for n in (bn, nobn)]
+    max_c = [[_max_c(n.survey(i, fam, claim)) for i in seeds] for n in (bn, nobn)]
     fig = plots.paired_seeds(_fig(figure_dir, "AV-2", tier, case_bn, "bn_vs_nobn"), *max_c, ("BN", "no BN"),
-                             ylabel="largest c_u of the K directions",
+                             ylabel="largest c_u (centred valleys, any scale)",
                              title=f"AV-2 {tier}: largest Definition-1 index per seed, BN vs no BN")
     check_claim(request, "AV-2", tier=tier, case=f"{case_bn} vs {case_nobn}", data={"a": a, "b": b},
-                per_seed={"prevalence_bn": a, "prevalence_nobn": b, "max_c_bn": max_c[0],
+                original_data={"a": orig[0], "b": orig[1]},
+                per_seed={"prevalence_bn": a, "prevalence_nobn": b, "prevalence_bn_original": orig[0],
+                          "prevalence_nobn_original": orig[1], "max_c_bn": max_c[0],
                           "max_c_nobn": max_c[1]}, figures=[fig],
                 tables={"direction families (AV-2 rule per family)": rows})
 
@@ -522,63 +587,96 @@ def test_av9_control_arms_swapped(request, av_net, tier, case):
 
 # ---------------------------------------------------------------- AV-10: SWA on the flat side
 
+def _swa_point(seed, reflect):
+    """w_SWA, or (control) w_SWA mirrored through w_SGD: the same distance, on the other side."""
+    return dirs.add_scaled(seed.sgd_from, dirs.sub(seed.sgd_from, seed.swa)) if reflect else seed.swa
+
+
 def _flat_side(net, i, claim, *, family="gauss", reflect=False):
-    return net.memo(("AV-10", i, family, reflect), lambda: _flat_side_probe(net, i, claim, family, reflect))
+    """The revised AV-10 probe (flat side judged at each line's own minimum), memoised."""
+    return net.memo(("AV-10 at minimum", i, family, reflect), lambda: _at_minimum_probe(net, i, claim, family, reflect))
 
 
-def _flat_side_probe(net, i, claim, family, reflect):
+def _at_minimum_probe(net, i, claim, family, reflect):
     st, seed = claim.settings, net.seeds[i]
-    swa = seed.swa
-    if reflect:   # the SWA point mirrored through w_SGD: it now sits on the other side
-        swa = dirs.add_scaled(seed.sgd_from, dirs.sub(seed.sgd_from, seed.swa))
-    return flat_side_comparison(net.model, seed.sgd_from, swa, seed.swa_buffers, net.x_train, net.y_train,
-                                n_random=int(st["n_random"]), generator=stream(seed.seed, "AV-10", family),
-                                n_points=int(st["n_points"]), radius_factor=float(st["radius_factor"]),
-                                r_frac=float(st["r_frac"]), c_threshold=float(st["c_threshold"]),
-                                bn=st["bn"], family=family)
+    return flat_side_at_minimum(net.model, seed.sgd_from, _swa_point(seed, reflect), seed.swa_buffers, net.x_train,
+                                net.y_train, generator=stream(seed.seed, "AV-10", family), bn=st["bn"],
+                                family=family, **flat_side_settings(st))
 
 
-def _av10_data(results, claim):
-    st = claim.settings
-    floor = float(st["rise_floor"])
-    ratio = [float(r.log_ratio) if float(r.rise_swa) > floor and float(r.rise_opposite) > floor
-             else float(st["nonpositive_rise_value"]) for r in results]
-    return {"log_rise_ratio": {"values": ratio},
-            "flat_side_fraction": {"values": [float(r.fraction) for r in results]}}
+def _flat_side_original(net, i, claim, *, family="gauss", reflect=False):
+    """The originally registered probe (flat side judged at w_SGD), for the original rule's verdict.
+    Same u_rand draws as the revised probe (same generator key)."""
+    return net.memo(("AV-10", i, family, reflect), lambda: _original_probe(net, i, claim, family, reflect))
+
+
+def _original_probe(net, i, claim, family, reflect):
+    st, seed = claim.settings, net.seeds[i]
+    return flat_side_comparison(net.model, seed.sgd_from, _swa_point(seed, reflect), seed.swa_buffers, net.x_train,
+                                net.y_train, generator=stream(seed.seed, "AV-10", family), bn=st["bn"],
+                                family=family, **original_flat_side_settings(st))
+
+
+def _av10_columns(res, orig):
+    return {"log_rise_ratio": [float(r.log_ratio) for r in res], "flat_side_fraction": [float(r.fraction) for r in res],
+            "l_star_over_D": [float(r.l_star / r.distance) for r in res],
+            "at_minimum": [float(r.at_minimum) for r in res], "rises_ok": [float(r.rises_ok) for r in res],
+            "rise_swa": [float(r.rise_swa) for r in res], "rise_opposite": [float(r.rise_opposite) for r in res],
+            "directions_at_minimum": [float(r.dir_at_minimum.double().mean()) for r in res],
+            "distance": [float(r.distance) for r in res],
+            **{f"original_{k}": v["values"] for k, v in orig.items()}}
+
+
+def _av10_flags(net, seeds, res) -> list[str]:
+    """One note per seed that counts as no evidence (the report prints them under the reason)."""
+    out = []
+    for i, r in zip(seeds, res):
+        if not bool(r.at_minimum):
+            out.append(f"seed {net.seeds[i].seed}: w_SGD not at the u_inter line's minimum "
+                       f"(l*/D = {float(r.l_star / r.distance):+.3f}): no evidence either way")
+        elif not bool(r.rises_ok):
+            out.append(f"seed {net.seeds[i].seed}: a rise ≤ rise_floor around l*: log ratio = no evidence")
+    return out
+
+
+def _av10_figure(path, r, case, seed):
+    return plots.flat_side_at_minimum(
+        path, r.line_steps, r.line_losses, r.mixed_steps, r.mixed_losses, l_star=float(r.l_star),
+        distance=float(r.distance), l_star_dir=r.l_star_dir,
+        title=f"AV-10 {case} seed {seed}: w_SGD at 0, w_SWA at {float(r.distance):.2f}, "
+              f"line minimum l* = {float(r.l_star):+.2f} ({'at' if bool(r.at_minimum) else 'NOT at'} w_SGD)")
 
 
 @pytest.mark.parametrize("tier,case", CASES)
 def test_av10_swa_is_biased_to_the_flat_side(request, av_net, figure_dir, tier, case):
     claim, net = claim_of("AV-10"), av_net(tier, case)
     seeds = _seeds(net, claim, tier, need=("swa", "sgd_from"))
-    res = [_flat_side(net, i, claim, family=claim.settings["u_rand_family"]) for i in seeds]
-    data = _av10_data(res, claim)
+    fam = claim.settings["u_rand_family"]
+    res = [_flat_side(net, i, claim, family=fam) for i in seeds]
+    orig = original_flat_side_data([_flat_side_original(net, i, claim, family=fam) for i in seeds], claim.settings)
+    data = flat_side_data(res)
     rows = [{"family": f, "n": min(len(seeds), ROBUSTNESS_SEEDS),
-             **{k: round(float(np.mean(v["values"])), 4) for k, v in _av10_data(
-                 [_flat_side(net, i, claim, family=f) for i in seeds[:ROBUSTNESS_SEEDS]], claim).items()}}
-            for f in claim.settings["families_reported"] if f != claim.settings["u_rand_family"]]
-    r0 = res[0]
-    fig = plots.flat_side_curves(_fig(figure_dir, "AV-10", tier, case, "flat_side"), r0.steps,
-                                 torch.cat([r0.inter_losses[None], r0.random_losses]),
-                                 ["u_inter"] + [f"u_inter+u_rand {k}" for k in range(len(r0.random_losses))],
-                                 title=f"AV-10 {case}: SWA at l = +{float(r0.distance):.2f} (w_SGD at 0)")
-    check_claim(request, "AV-10", tier=tier, case=case, data=data,
-                per_seed={"log_rise_ratio": data["log_rise_ratio"]["values"],
-                          "flat_side_fraction": data["flat_side_fraction"]["values"],
-                          "rise_swa": [float(r.rise_swa) for r in res],
-                          "rise_opposite": [float(r.rise_opposite) for r in res]},
-                figures=[fig], tables={"u_rand families (mean per-seed values)": rows,
-                                       "seeds": _status_table(net, claim, tier)})
+             **{k: round(float(np.mean(v["values"])), 4) for k, v in flat_side_data(
+                 [_flat_side(net, i, claim, family=f) for i in seeds[:ROBUSTNESS_SEEDS]]).items()}}
+            for f in claim.settings["families_reported"] if f != fam]
+    fig = _av10_figure(_fig(figure_dir, "AV-10", tier, case, "flat_side"), res[0], case, net.seeds[seeds[0]].seed)
+    check_claim(request, "AV-10", tier=tier, case=case, data=data, original_data=orig,
+                per_seed=_av10_columns(res, orig), flags=_av10_flags(net, seeds, res), figures=[fig],
+                tables={"u_rand families (mean per-seed values, revised probe)": rows,
+                        "seeds": _status_table(net, claim, tier)})
 
 
 @pytest.mark.parametrize("tier,case", CASES)
 def test_av10_control_reflected_swa(request, av_net, tier, case):
+    """w_SWA mirrored through w_SGD: if SWA sat on the flat side, its mirror sits on the sharp one."""
     claim, net = claim_of("AV-10"), av_net(tier, case)
-    res = [_flat_side(net, i, claim, family=claim.settings["u_rand_family"], reflect=True)
-           for i in _seeds(net, claim, tier, need=("swa", "sgd_from"))]
-    data = _av10_data(res, claim)
+    seeds = _seeds(net, claim, tier, need=("swa", "sgd_from"))
+    res = [_flat_side(net, i, claim, family=claim.settings["u_rand_family"], reflect=True) for i in seeds]
+    data = flat_side_data(res)
     check_control(request, "AV-10", tier=tier, case=f"control: SWA reflected through w_SGD ({case})",
-                  data=data, per_seed={k: v["values"] for k, v in data.items()})
+                  data=data, per_seed={**{k: v["values"] for k, v in data.items()},
+                                       "l_star_over_D": [float(r.l_star / r.distance) for r in res],
+                                       "at_minimum": [float(r.at_minimum) for r in res]})
 
 
 # ---------------------------------------------------------------- AV-11: random-ray illusion

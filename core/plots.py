@@ -25,7 +25,8 @@ __all__ = [
     "DPI", "new_figure", "save",
     "loss_along_direction", "toy_transition", "cosine_matrix", "valley_1d_with_average",
     "count_vs_m", "well_profile", "shift_curves", "neighbour_band", "segment_profile",
-    "flat_side_curves", "random_rays", "threshold_sensitivity",
+    "flat_side_curves", "flat_side_at_minimum", "random_rays", "threshold_sensitivity",
+    "threshold_sensitivity_by",
 ]
 
 DPI = 110                      # dots per inch of the saved PNGs
@@ -232,6 +233,30 @@ def flat_side_curves(path, l, curves, labels: Sequence[str], *,
     return save(fig, path)
 
 
+def flat_side_at_minimum(path, line_l, line_loss, mixed_l, mixed_losses, *, l_star: float, distance: float,
+                         l_star_dir=None, title="Loss along SGD→SWA directions, judged at the line's minimum") -> Path:
+    """He et al. Fig. 8 with the line's own minimum marked: the u_inter line (thick; w_SGD at 0, w_SWA
+    at `distance`), the mixed directions (thin, on their own grid mixed_l), the minimiser l* and the
+    comparison points l* ± (distance − l*); l_star_dir [n] marks each mixed line's minimiser."""
+    line_l, line_loss = _arrays(line_l=line_l, line_loss=line_loss)
+    mixed_l, mixed = _arrays(mixed_l=mixed_l, mixed_losses=mixed_losses)
+    fig, ax = new_figure(title, "distance from w_SGD", "train loss")
+    for c in np.atleast_2d(mixed):
+        ax.plot(mixed_l, c, color=COLORS["ref"], lw=0.6, alpha=0.45)
+    ax.plot(line_l, line_loss, color=COLORS["train"], lw=1.8, label="u_inter")
+    s = distance - l_star
+    ax.axvline(0.0, color=COLORS["ref"], ls=":", label="w_SGD")
+    ax.axvline(distance, color=COLORS["flat"], ls="--", lw=1.0, label="w_SWA")
+    ax.axvline(l_star, color=COLORS["test"], lw=1.2, label="l* (line minimum)")
+    ax.axvline(l_star - s, color=COLORS["sharp"], ls="--", lw=1.0, label="l* − (D − l*)")
+    if l_star_dir is not None:
+        y0 = float(np.nanmin(mixed))
+        ax.plot(_np(l_star_dir), np.full(len(_np(l_star_dir)), y0), "|", color=COLORS["ref"], ms=8,
+                label="mixed-line minima")
+    ax.legend(fontsize=7, ncol=2)
+    return save(fig, path)
+
+
 def random_rays(path, l, curves_a, curves_b, labels: Sequence[str] = ("SWA", "SGD"), *,
                 title="Train loss along random rays") -> Path:
     """He et al. Fig. 10: rays from two solutions (rows of curves_a / curves_b), thin lines, the
@@ -276,4 +301,23 @@ def threshold_sensitivity(path, thresholds, verdict_codes, *, chosen=None,
     if chosen is not None:
         ax.axvline(float(chosen), color=COLORS["ref"], ls="--", label="pre-registered")
         ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def threshold_sensitivity_by(path, thresholds, verdicts_by_label, *, chosen=None,
+                             title="Verdict against the threshold") -> Path:
+    """`threshold_sensitivity` for several variants at once ({label: verdict strings or codes per
+    threshold}), each curve nudged vertically so that equal verdicts stay visible."""
+    n = len(verdicts_by_label)
+    fig, ax = new_figure(title, "threshold", "verdict")
+    for k, (label, verdicts) in enumerate(verdicts_by_label.items()):
+        codes = [VERDICT_CODES[v] if isinstance(v, str) else v for v in verdicts]
+        x, codes = _arrays(thresholds=thresholds, verdict_codes=codes)
+        nudge = 0.12 * (k - (n - 1) / 2) / max(n - 1, 1)
+        ax.step(x, codes + nudge, where="mid", lw=1.5, label=label)
+    ax.set_yticks([-1, 0, 1], ["refuted", "inconclusive", "replicated"])
+    ax.set_ylim(-1.4, 1.4)
+    if chosen is not None:
+        ax.axvline(float(chosen), color=COLORS["ref"], ls="--", label="pre-registered")
+    ax.legend(fontsize=7)
     return save(fig, path)

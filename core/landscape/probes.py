@@ -6,11 +6,12 @@ reduced to one number per seed by the claim modules, never here. Scan options ar
 `bn` ("eval" | "recompute"), `ref_x` (reference rows for recomputed BN, default the train x), `loss`
 ("ce" or a per-example callable) and `scan_kw` (chunk, batch_size, ref_batch_size, vectorize; scan.py).
 
-    asymmetry_survey        §3.2, Def. 1: R per direction, asymmetry index c_u (AV-1, AV-1b, AV-2)
+    asymmetry_survey        §3.2, Def. 1: R per direction and rise scale, asymmetry index c_u (AV-1, AV-1b, AV-2)
     shift_gap               §4.2, Def. 3 / Assumption 1 along a line (AV-3)
     neighbour_asymmetry     §4.2, Assumption 2: perpendicular neighbours keep the asymmetry (AV-4)
     segment_profile         §6.1, Fig. 7: loss on the segment between two solutions (AV-8; Fort barriers)
-    flat_side_comparison    §6.1, Fig. 8: SWA is on the flat side of SGD (AV-10)
+    flat_side_comparison    §6.1, Fig. 8: SWA is on the flat side of SGD, judged at w_SGD (AV-10 as first
+                            registered; the revised probe, judged at each line's minimum, is flat_side.py)
     random_ray_width        §6.2, Fig. 10: width along random rays (AV-11)
     profile_correlation     §5.2, Fig. 6: profile stabilisation during training (AV-12)
 """
@@ -65,17 +66,36 @@ def _like(p: Params) -> tuple[torch.device, torch.dtype]:
 
 @dataclass(frozen=True)
 class SurveyResult:
-    """Per-direction Definition-1 asymmetry at w, each tensor over the k directions."""
+    """Definition-1 asymmetry of k directions at w over S rise scales Δ (the R rule's delta_rise).
 
-    c: Tensor  # [k] index c_u = min s_sharp / max s_flat on (r_frac·R, R); nan: not a valley or no rise
-    asymmetric: Tensor  # [k] bool: valley, c_u > c_threshold and R found
-    is_valley: Tensor  # [k] bool: max flat-side slope > 0 (and R found)
-    flat_side: Tensor  # [k] int ±1: +u or −u is the flat side
-    R: Tensor  # [k] radius (units of l = weight-space distance); inf where no rise within range
-    no_rise: Tensor  # [k] bool: the steeper side never rose by delta_rise within r_search_max
-    steps: Tensor  # [k, n_points] fine grid l = t·R (R → r_search_max where no rise)
-    losses: Tensor  # [k, n_points] train loss on the fine grid
+    Combined fields ([k]) describe each direction's own window: the smallest Δ of the pre-registered
+    set at which it is asymmetric, else the reference scale (the single delta_rise of the original rule).
+    Per-scale fields are [S, k] over `deltas`. `original_*` is the originally registered rule: Δ =
+    delta_rise only, no centre guard.
+    """
+
+    asymmetric: Tensor  # [k] bool: asymmetric at ≥ 1 Δ of the set (valley, centred, c_u > c_threshold, R found)
+    scale_index: Tensor  # [k] int64: index into deltas of the direction's window; −1: not asymmetric anywhere
+    c: Tensor  # [k] c_u on the direction's window; nan: not a valley or no rise
+    is_valley: Tensor  # [k] bool: max flat-side slope > 0 (and R found), direction's window
+    centred: Tensor  # [k] bool: the fine line's minimum lies in |l| < r_frac·R, direction's window
+    flat_side: Tensor  # [k] int ±1: +u or −u is the flat side, direction's window
+    R: Tensor  # [k] radius of the direction's window (units of l); inf where no rise within range
+    no_rise: Tensor  # [k] bool: the steeper side never rose by Δ within r_search_max (direction's window)
+    steps: Tensor  # [k, n_points] fine grid l = t·R of the direction's window (R → r_search_max if no rise)
+    losses: Tensor  # [k, n_points] train loss on that grid
     test_losses: Tensor | None  # [k, n_points] test loss on the same grid (if x_test given)
+    deltas: Tensor  # [S] rise scales computed (nats, increasing): the set ∪ {delta_rise}
+    in_set: Tensor  # [S] bool: Δ belongs to the pre-registered set (decides `asymmetric`)
+    reference: Tensor  # [] int64: index into deltas of delta_rise (the original rule's single scale)
+    c_s: Tensor  # [S, k] c_u per scale (nan: not a valley or no rise)
+    R_s: Tensor  # [S, k] R per scale (inf: no rise)
+    asymmetric_s: Tensor  # [S, k] bool: asymmetric at that scale, centre guard included
+    centred_s: Tensor  # [S, k] bool: w at the bottom of the fine line at that scale
+    is_valley_s: Tensor  # [S, k] bool
+    no_rise_s: Tensor  # [S, k] bool
+    original_asymmetric: Tensor  # [k] bool: Δ = delta_rise, no centre guard (the original rule)
+    original_c: Tensor  # [k] c_u at Δ = delta_rise
     coarse_steps: Tensor  # [2m+1] geometric search grid (±, with 0)
     coarse_losses: Tensor  # [k, 2m+1]
     directions: dict  # name -> [k, ...] the unit directions probed
@@ -94,22 +114,49 @@ def _radius_on_grid(dist: Tensor, losses: Tensor, delta: float) -> Tensor:
     return torch.where(finite, at, torch.inf)
 
 
+def _scales(delta_rise: float, delta_rise_scales) -> tuple[list[float], list[bool]]:
+    """The Δ to compute (the set ∪ {delta_rise}, increasing) and which of them belong to the set."""
+    given = [delta_rise] if delta_rise_scales is None else list(delta_rise_scales)
+    if not given:
+        raise ValueError(f"delta_rise_scales must name at least one scale; got {delta_rise_scales!r}")
+    want = {_positive("delta_rise_scales entry", v) for v in given}
+    if len(want) != len(given):
+        raise ValueError(f"delta_rise_scales must be distinct; got {list(delta_rise_scales)}")
+    deltas = sorted(want | {delta_rise})
+    return deltas, [d in want for d in deltas]
+
+
+def _pick(per_scale: Tensor, sel: Tensor) -> Tensor:
+    """per_scale [S, k, ...] -> [k, ...]: row sel[j] of direction j."""
+    idx = sel.view(1, -1, *([1] * (per_scale.dim() - 2))).expand(1, *per_scale.shape[1:])
+    return per_scale.gather(0, idx).squeeze(0)
+
+
+def _centred(t: Tensor, fine: Tensor, r_frac: float) -> Tensor:
+    """Centre guard: the fine line's grid minimiser lies inside |t| < r_frac (t = l/R), so w is at the
+    bottom along u; else a side 'rises' only after descending to a minimum elsewhere (not Definition 1's case)."""
+    return t[fine.argmin(-1)].abs() < r_frac * (1 - 1e-9)
+
+
 def asymmetry_survey(model, params: Params, buffers: Params, x: Tensor, y: Tensor, *, family, k: int,
-                     generator: torch.Generator, delta_rise: float, r_frac: float = 0.3,
+                     generator: torch.Generator, delta_rise: float, delta_rise_scales=None, r_frac: float = 0.3,
                      c_threshold: float = 2.0, n_points: int = 61, r_search_max: float,
                      r_search_points: int = 24, r_search_min: float | None = None, bn: str = "eval",
                      ref_x=None, loss="ce", x_test=None, y_test=None, scan_kw=None) -> SurveyResult:
     """He et al. §3.2 with Definition 1 on k random directions of `family` (a name or a sampler).
 
-    R rule (pre-registered, scale-free, same for every family): R_u = smallest l > 0 with
-    max(L(w + l·u), L(w − l·u)) − L(w) ≥ delta_rise, searched on a coarse geometric grid
+    R rule (pre-registered, scale-free, same for every family): R_Δ(u) = smallest l > 0 with
+    max(L(w + l·u), L(w − l·u)) − L(w) ≥ Δ, searched on one coarse geometric grid
     l ∈ ±geomspace(r_search_min, r_search_max, r_search_points) ∪ {0} (default r_search_min =
-    r_search_max/1000), linearly interpolated. Then a fine uniform grid of n_points (odd) on [−R, R]
-    and the index c_u on the window (r_frac·R, R). Directions with no rise within r_search_max are
-    "no rise within range": c = nan, never asymmetric, counted via `no_rise` (their fine grid spans
-    ±r_search_max, for figures only).
+    r_search_max/1000), linearly interpolated, for every Δ of delta_rise_scales ∪ {delta_rise}
+    (None: delta_rise alone). Per Δ a fine uniform grid of n_points (odd) on [−R_Δ, R_Δ] (all scales in
+    one batched scan) and the index c_u on the window (r_frac·R_Δ, R_Δ). Definition 1 is existential
+    over (r̄, r, p, c): a direction is asymmetric iff it is so at ≥ 1 Δ of the set, counting a scale only
+    where w is at the bottom of the fine line (`_centred`). "No rise within r_search_max" at a scale:
+    c = nan, never asymmetric there (its fine grid spans ±r_search_max, for figures only).
     """
     delta, rmax = _positive("delta_rise", delta_rise), _positive("r_search_max", r_search_max)
+    deltas, in_set = _scales(delta, delta_rise_scales)
     rmin = rmax / 1000 if r_search_min is None else _positive("r_search_min", r_search_min)
     if rmin >= rmax:
         raise ValueError(f"r_search_min must be < r_search_max; got {rmin} ≥ {rmax}")
@@ -121,20 +168,46 @@ def asymmetry_survey(model, params: Params, buffers: Params, x: Tensor, y: Tenso
                       torch.logspace(math.log10(rmin), math.log10(rmax), m, dtype=torch.float64)])
     coarse = torch.cat([-dist[1:].flip(0), dist]).to(device=device, dtype=dtype)
     coarse_l = scan_lines(model, params, buffers, u, coarse, x, y, **kw)
-    R = _radius_on_grid(dist.to(device), coarse_l, delta)
+    R = torch.stack([_radius_on_grid(dist.to(device), coarse_l, dl) for dl in deltas])  # [S, k]
     no_rise = ~torch.isfinite(R)
-    R_eff = torch.where(no_rise, rmax, R)
     t = torch.linspace(-1.0, 1.0, n, dtype=torch.float64, device=device)
-    u_scaled = {kk: v * R_eff.to(v.dtype).view(-1, *([1] * (v.dim() - 1))) for kk, v in u.items()}
-    fine = scan_lines(model, params, buffers, u_scaled, t.to(dtype), x, y, **kw)
+    u_scaled = _scaled_per_scale(u, torch.where(no_rise, rmax, R))
+    fine = scan_lines(model, params, buffers, u_scaled, t.to(dtype), x, y, **kw).view(len(deltas), k, n)
     a = asymmetry_index(t, fine, r_frac=r_frac, c_threshold=c_threshold)  # c is scale-free: t-units suffice
-    test = None if x_test is None else scan_lines(model, params, buffers, u_scaled, t.to(dtype),
-                                                   x_test, y_test, **kw)
+    centred = _centred(t, fine, r_frac)
+    asym_s = a.asymmetric & ~no_rise & centred
+    first, sel, ref = _windows(asym_s, in_set, deltas.index(delta))
+    test = None if x_test is None else _pick(scan_lines(model, params, buffers, u_scaled, t.to(dtype), x_test,
+                                                        y_test, **kw).view(len(deltas), k, n), sel)
+    c_s, valley_s = torch.where(no_rise, torch.nan, a.c), a.is_valley & ~no_rise
+    R_eff = torch.where(no_rise, rmax, R)
     return SurveyResult(
-        c=torch.where(no_rise, torch.nan, a.c), asymmetric=a.asymmetric & ~no_rise,
-        is_valley=a.is_valley & ~no_rise, flat_side=a.flat_side, R=R, no_rise=no_rise,
-        steps=t.view(1, -1) * R_eff.view(-1, 1).double(), losses=fine, test_losses=test,
+        asymmetric=first >= 0, scale_index=first, c=_pick(c_s, sel), is_valley=_pick(valley_s, sel),
+        centred=_pick(centred, sel), flat_side=_pick(a.flat_side, sel), R=_pick(R, sel),
+        no_rise=_pick(no_rise, sel), steps=t.view(1, -1) * _pick(R_eff, sel).view(-1, 1).double(),
+        losses=_pick(fine, sel), test_losses=test, deltas=torch.tensor(deltas, dtype=torch.float64),
+        in_set=torch.tensor(in_set), reference=torch.tensor(ref), c_s=c_s, R_s=R, asymmetric_s=asym_s,
+        centred_s=centred, is_valley_s=valley_s, no_rise_s=no_rise,
+        original_asymmetric=a.asymmetric[ref] & ~no_rise[ref], original_c=c_s[ref],
         coarse_steps=coarse, coarse_losses=coarse_l, directions=u)
+
+
+def _scaled_per_scale(u: Params, R_eff: Tensor) -> dict[str, Tensor]:
+    """Directions u [k, ...] scaled by each scale's radius R_eff [S, k] -> [S·k, ...] (scale-major), so
+    one scan on t ∈ [−1, 1] covers every scale's fine grid l = t·R_Δ."""
+    S = R_eff.shape[0]
+    return {kk: v.repeat(S, *([1] * (v.dim() - 1))) * R_eff.flatten().to(v.dtype).view(-1, *([1] * (v.dim() - 1)))
+            for kk, v in u.items()}
+
+
+def _windows(asym_s: Tensor, in_set: list[bool], ref: int) -> tuple[Tensor, Tensor, int]:
+    """Per direction: the smallest scale of the set at which it is asymmetric (−1: none) and the scale
+    whose window describes it (that one, else the reference scale `ref`)."""
+    S = asym_s.shape[0]
+    hit = asym_s & torch.tensor(in_set, device=asym_s.device).view(-1, 1)
+    first = torch.where(hit, torch.arange(S, device=asym_s.device).view(-1, 1), S).amin(0)
+    first = torch.where(first < S, first, -1)
+    return first, torch.where(first >= 0, first, ref), ref
 
 
 # ---------------------------------------------------------------- §4.2, Definition 3: shift gap

@@ -17,6 +17,7 @@ from torch.optim.swa_utils import update_bn
 
 from core.landscape import directions as dirs
 from core.landscape import probes
+from core.landscape.flat_side import flat_side_at_minimum
 from core.landscape.scan import scan_lines, scan_lines_loss_acc, scan_points
 
 D64 = torch.float64
@@ -280,6 +281,46 @@ def test_asymmetry_survey_on_a_sign_sensitive_valley():
     assert far.no_rise.all() and not far.asymmetric.any() and far.c.isnan().all()
 
 
+def test_survey_scale_set_equals_one_survey_per_scale_and_keeps_the_original_rule():
+    """One coarse scan and one batched fine scan for all Δ give exactly what a survey per Δ gives; the
+    original fields are the Δ = delta_rise survey without the centre guard; a direction's window is its
+    smallest asymmetric Δ."""
+    model = Vec(16)
+    loss = lambda out, t: _asym(out, 1.0, 9.0).sum(-1) + 0.3 * out.square().sum(-1) ** 2
+    p = {"w": torch.full((16,), 0.01, dtype=D64)}  # slightly off the minimum: some lines off-centre
+    kw = dict(k=6, n_points=41, r_search_max=10.0, r_search_points=40, loss=loss, family="gauss")
+    many = probes.asymmetry_survey(model, p, {}, DUMMY_X, DUMMY_Y, generator=torch.Generator().manual_seed(3),
+                                   delta_rise=0.09, delta_rise_scales=(0.01, 0.09, 0.5), **kw)
+    assert many.deltas.tolist() == [0.01, 0.09, 0.5] and int(many.reference) == 1 and many.in_set.all()
+    for q, d in enumerate((0.01, 0.09, 0.5)):
+        one = probes.asymmetry_survey(model, p, {}, DUMMY_X, DUMMY_Y, generator=torch.Generator().manual_seed(3),
+                                      delta_rise=d, **kw)
+        torch.testing.assert_close(many.R_s[q], one.R, rtol=0, atol=0)
+        torch.testing.assert_close(many.c_s[q], one.c, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(many.asymmetric_s[q], one.asymmetric)
+        if d == 0.09:
+            assert torch.equal(many.original_asymmetric, one.original_asymmetric)
+            assert torch.equal(one.original_asymmetric, (one.c > 2) & one.is_valley_s[0])
+    hit = many.asymmetric_s.any(0)
+    assert torch.equal(many.asymmetric, hit)
+    first = torch.where(many.asymmetric_s, torch.arange(3).view(-1, 1), 3).amin(0)
+    assert torch.equal(many.scale_index, torch.where(hit, first, -1))
+    chosen = torch.where(hit, first, 1)
+    torch.testing.assert_close(many.R, many.R_s.gather(0, chosen.view(1, -1))[0], rtol=0, atol=0)
+
+
+def test_survey_scale_set_validation():
+    model, p = Vec(4), {"w": torch.zeros(4, dtype=D64)}
+    kw = dict(k=2, family="gauss", generator=torch.Generator().manual_seed(0), delta_rise=1.0, r_search_max=5.0,
+              loss=lambda out, t: out.square().sum(-1))
+    with pytest.raises(ValueError, match="distinct"):
+        probes.asymmetry_survey(model, p, {}, DUMMY_X, DUMMY_Y, delta_rise_scales=(0.1, 0.1), **kw)
+    with pytest.raises(ValueError, match="delta_rise_scales entry"):
+        probes.asymmetry_survey(model, p, {}, DUMMY_X, DUMMY_Y, delta_rise_scales=(0.1, -1.0), **kw)
+    with pytest.raises(ValueError, match="at least one scale"):
+        probes.asymmetry_survey(model, p, {}, DUMMY_X, DUMMY_Y, delta_rise_scales=(), **kw)
+
+
 def test_neighbour_asymmetry_keeps_a_separable_asymmetric_axis():
     """L(w) = g(⟨w, e⟩) + ‖w − ⟨w, e⟩e‖²/2: along u = e every perpendicular neighbour sees g + const."""
     d = 12
@@ -309,6 +350,51 @@ def test_flat_side_comparison_picks_the_flat_side():
             assert res.fraction == 1.0
         else:
             assert res.log_ratio < 0 and res.fraction == 0.0
+
+
+def test_flat_side_at_minimum_exact_on_an_asymmetric_quadratic():
+    """L = 0.1·x² (x ≥ 0) or 5·x² (x < 0) along e, ½‖·‖² across: w_SGD at the minimum, w_SWA at +0.5e.
+    l* = 0, rises 0.1·D² and 5·D² -> ln 50; every mixed line has its minimum at w_SGD, SWA on its flat side."""
+    d = 10
+    loss = lambda out, t: _asym(out[:, 0], 0.1, 5.0) + 0.5 * out[:, 1:].square().sum(-1)
+    sgd, swa = {"w": torch.zeros(d, dtype=D64)}, {"w": torch.zeros(d, dtype=D64)}
+    swa["w"][0] = 0.5
+    res = flat_side_at_minimum(Vec(d), sgd, swa, {}, DUMMY_X, DUMMY_Y, n_random=10, loss=loss,
+                               generator=torch.Generator().manual_seed(1))
+    assert float(res.l_star) == 0.0 and bool(res.at_minimum) and bool(res.rises_ok)
+    torch.testing.assert_close(res.rise_swa, torch.tensor(0.1 * 0.25, dtype=D64))
+    torch.testing.assert_close(res.log_ratio, torch.tensor(math.log(50.0), dtype=D64))
+    assert (res.l_star_dir == 0).all() and res.dir_at_minimum.all() and float(res.fraction) == 1.0
+    assert res.line_steps.shape == (201,) and abs(float(res.line_steps[120]) - 0.5) < 1e-12  # λ = 1 is w_SWA
+    # the extended search grid: 41 points on ±2D plus ⌈0.25·20/2⌉ = 3 per side
+    assert res.mixed_steps.shape == (47,) and res.mixed_losses.shape == (10, 47)
+
+
+def test_flat_side_at_minimum_recentres_each_line():
+    """w_SGD at x = −0.1 in the same valley, w_SWA at +0.5: l* = 0.1 (within a quarter of D = 0.6), the
+    rises are taken at ±s = ±0.5 from l*, i.e. from the true minimum: ln 50 again."""
+    d = 10
+    loss = lambda out, t: _asym(out[:, 0], 0.1, 5.0) + 0.5 * out[:, 1:].square().sum(-1)
+    sgd, swa = {"w": torch.zeros(d, dtype=D64)}, {"w": torch.zeros(d, dtype=D64)}
+    sgd["w"][0], swa["w"][0] = -0.1, 0.5
+    res = flat_side_at_minimum(Vec(d), sgd, swa, {}, DUMMY_X, DUMMY_Y, n_random=6, loss=loss,
+                               generator=torch.Generator().manual_seed(2), line_points=241)  # spacing D/48
+    assert abs(float(res.l_star) - 0.1) < 1e-12 and bool(res.at_minimum)
+    torch.testing.assert_close(res.log_ratio, torch.tensor(math.log(50.0), dtype=D64))
+
+
+def test_flat_side_at_minimum_rejects_bad_settings():
+    d = 4
+    sgd, swa = {"w": torch.zeros(d, dtype=D64)}, {"w": torch.ones(d, dtype=D64)}
+    kw = dict(n_random=2, generator=torch.Generator().manual_seed(0), loss=lambda out, t: out.square().sum(-1))
+    with pytest.raises(ValueError, match="line_range must contain"):
+        flat_side_at_minimum(Vec(d), sgd, swa, {}, DUMMY_X, DUMMY_Y, line_range=(-1.0, 3.0), **kw)
+    with pytest.raises(ValueError, match="at_minimum_frac"):
+        flat_side_at_minimum(Vec(d), sgd, swa, {}, DUMMY_X, DUMMY_Y, at_minimum_frac=1.5, **kw)
+    with pytest.raises(ValueError, match="n_points must be an odd"):
+        flat_side_at_minimum(Vec(d), sgd, swa, {}, DUMMY_X, DUMMY_Y, n_points=40, **kw)
+    with pytest.raises(ValueError, match="w_swa equals w_sgd"):
+        flat_side_at_minimum(Vec(d), sgd, sgd, {}, DUMMY_X, DUMMY_Y, **kw)
 
 
 def test_segment_profile_bump_and_barrier_on_a_double_well():
