@@ -138,22 +138,49 @@ class ArtifactCache:
                 "metrics": _jsonable(artifact.get("metrics", {}))}
         atomic_write(meta_path, json.dumps(meta, indent=1, sort_keys=True).encode())
 
-    def list(self) -> list[dict]:
-        """One row per committed entry: key, summary, status, size (bytes), created."""
-        rows = []
-        for meta_path in sorted(self.root.glob("*/*.json")):
-            try:
-                meta = json.loads(meta_path.read_text())
-            except (OSError, ValueError):
-                rows.append({"key": meta_path.stem, "summary": "?", "status": "corrupt",
-                             "size": 0, "created": ""})
-                continue
-            pt = meta_path.with_suffix(".pt")
-            rows.append({"key": meta["key"], "summary": meta.get("summary", meta["spec_type"]),
-                         "status": meta.get("status", "?") if pt.exists() else "missing-pt",
-                         "size": pt.stat().st_size if pt.exists() else 0,
-                         "created": meta.get("created", "")})
-        return rows
+    def list(self, *, verify: bool = True) -> list[dict]:
+        """One row per committed entry: key, summary, status, size (bytes), created, verified.
+
+        status is the artifact's own ("ok", "diverged", ...) or "corrupt: <why>". verify reads
+        every .pt and compares its sha256 with the metadata's (as `load` would); verify=False
+        compares only the size, which catches a truncated file but not a flipped byte.
+        """
+        return [self._row(meta_path, verify) for meta_path in sorted(self.root.glob("*/*.json"))]
+
+    def _row(self, meta_path: Path, verify: bool) -> dict:
+        try:
+            meta = json.loads(meta_path.read_text())
+            key, summary = meta["key"], meta.get("summary", meta["spec_type"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return {"key": meta_path.stem, "summary": "?", "size": 0, "created": "",
+                    "status": f"corrupt: metadata unreadable ({type(exc).__name__})",
+                    "verified": verify}
+        pt = meta_path.with_suffix(".pt")
+        size = pt.stat().st_size if pt.exists() else 0
+        why = _corruption(pt, size, meta, verify)
+        return {"key": key, "summary": summary, "size": size, "created": meta.get("created", ""),
+                "status": f"corrupt: {why}" if why else str(meta.get("status", "?")),
+                "verified": verify}
+
+
+def _corruption(pt: Path, size: int, meta: dict, verify: bool) -> str | None:
+    """Why an entry's .pt does not match its metadata, or None (checksum only when verify)."""
+    if not pt.exists():
+        return ".pt file missing"
+    if size != meta.get("size"):
+        return f"{size} bytes on disk, {meta.get('size', '?')} written"
+    if verify and _sha256(pt) != meta.get("sha256"):
+        return "checksum mismatch"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    """sha256 of a file read in 1 MiB chunks (gpu-tier artifacts are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _summary(spec) -> str:

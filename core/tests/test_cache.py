@@ -159,3 +159,44 @@ def test_artifacts_must_be_dicts(tmp_path):
 
 def test_nonexistent_root_lists_empty(tmp_path):
     assert ArtifactCache(Path(tmp_path) / "nope").list() == []
+
+
+def _two_damaged_entries(tmp_path):
+    """A cache with three entries: intact, truncated, one byte flipped (same size)."""
+    cache = ArtifactCache(tmp_path)
+    specs = [Spec(seed=s) for s in range(3)]
+    for s in specs:
+        cache.get_or_build(s, _artifact)
+    truncated, flipped = (cache.paths(cache.key(s))[0] for s in specs[1:])
+    truncated.write_bytes(truncated.read_bytes()[:-10])
+    blob = bytearray(flipped.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(blob))
+    return cache, [cache.key(s) for s in specs]
+
+
+def test_list_verifies_checksums_and_shows_corrupt_entries(tmp_path):
+    # Finding: `python -m fixtures list` showed truncated and byte-flipped artifacts as ok.
+    cache, (ok, truncated, flipped) = _two_damaged_entries(tmp_path)
+    rows = {r["key"]: r for r in cache.list()}
+    assert rows[ok]["status"] == "ok" and rows[ok]["verified"]
+    assert rows[truncated]["status"].startswith("corrupt: ") and "bytes on disk" in \
+        rows[truncated]["status"]
+    assert rows[flipped]["status"] == "corrupt: checksum mismatch"
+
+
+def test_list_without_verify_checks_sizes_only(tmp_path):
+    cache, (ok, truncated, flipped) = _two_damaged_entries(tmp_path)
+    rows = {r["key"]: r for r in cache.list(verify=False)}
+    assert rows[truncated]["status"].startswith("corrupt: ")
+    assert rows[flipped]["status"] == "ok" and not rows[flipped]["verified"]  # not read: cheap
+
+
+def test_list_marks_missing_pt_and_unreadable_metadata(tmp_path):
+    cache, (ok, _, _) = _two_damaged_entries(tmp_path)
+    pt, meta, _ = cache.paths(ok)
+    pt.unlink()
+    (meta.parent / "deadbeef.json").write_text("{not json")
+    rows = {r["key"]: r for r in cache.list()}
+    assert rows[ok]["status"] == "corrupt: .pt file missing"
+    assert rows["deadbeef"]["status"].startswith("corrupt: metadata unreadable")
