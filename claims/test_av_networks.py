@@ -2,8 +2,11 @@
 
 AV-1  §3.2: "we can *always* find asymmetric directions with certain specification (r̄, r, p, c)
       with c > 2, which means all the solutions that SGD found are located in asymmetric valleys."
-      Per seed: any of K = 20 `paper` directions with Definition-1 index c_u > 2. Replicated iff every
-      seed is and the Clopper–Pearson lower bound of the rate > 0.5 (α_i = 0.05/16). 10 seeds.
+      Per seed: any of K = 20 `paper` directions with Definition-1 index c_u > 2 on (0.3R_Δ, R_Δ) at one
+      Δ of the pre-registered rise scales, as a valley centred at w (the single 1-nat scale without
+      the centre guard is the original rule, decided beside). Replicated iff every seed is and the
+      Clopper–Pearson lower bound of the rate > 0.5 (α_i = 0.05/16). 10 seeds. AV-1b, AV-2, AV-3, AV-4
+      and AV-12 use the same survey; a direction's window is that of the smallest Δ at which it is asymmetric.
 AV-1b §3.2: "we can find an asymmetric direction ... with decent probability." Per-seed prevalence;
       replicated iff the lower bound of the mean > 0.1. Reported per direction family.
 AV-2  §6 / App. H: "batch normalization seems to be a major cause for asymmetric valleys." Paired
