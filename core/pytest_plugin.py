@@ -393,10 +393,10 @@ def _harness_calls(func) -> tuple:
     out = []
     for node in ast.walk(tree):
         name = _call_name(node)
-        if name in _HARNESS_CALLS and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) \
-                and isinstance(node.args[1].value, str):
+        first = node.args[1] if name in _HARNESS_CALLS and len(node.args) >= 2 else None
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
             kw = {k.arg: k.value for k in node.keywords}
-            out.append((_HARNESS_CALLS[name], node.args[1].value, kw.get("tier"), kw.get("case")))
+            out.append((_HARNESS_CALLS[name], first.value, kw.get("tier"), kw.get("case")))
     return tuple(out)
 
 

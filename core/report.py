@@ -10,7 +10,7 @@ present  `render_markdown`, `render_html` (self-contained: figures embedded as b
          originally registered rule (`original`) and its `flags` are shown beside its verdict.
 write    `write_reports`: the three files into one directory, each atomically;
          `publish_reports`: a session's whole set (files and figures) is written into a fresh
-         `staging_dir` and swapped in at once under a lock, so two sessions never mix files; an
+         staging directory and swapped in at once under a lock, so two sessions never mix files; an
          interrupted or failed session lands beside the last complete set (`<dir>.interrupted`),
          never over it.
 The schema is documented field by field in reports/README.md; change both together.
@@ -27,7 +27,6 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -35,7 +34,7 @@ from core.atomic import atomic_write, swap_dir_in
 from core.stats import VERDICTS as RULE_VERDICTS, benjamini_hochberg, holm
 
 __all__ = ["SCHEMA_VERSION", "RECORD_FIELDS", "TIERS", "VERDICTS", "ENDINGS", "session_info",
-           "build_report", "write_reports", "staging_dir", "destination", "publish_reports", "render_markdown",
+           "build_report", "write_reports", "destination", "publish_reports", "render_markdown",
            "render_html", "atomic_write", "format_estimate", "case_label"]
 
 SCHEMA_VERSION = 1
@@ -420,7 +419,7 @@ def render_markdown(report: dict) -> str:
                 out += ["", f"{o['label']}: **{o['verdict']}**{_original_facts(o)}"
                         + (f" — {o['reason']}" if o["reason"] else "")]
             out += ["", f"{c['reason']}"]
-            out += [""] + [f"- flag: {f}" for f in c["flags"]] if c["flags"] else []  # under the reason
+            out += [""] + [f"- flag: {f}" for f in c["flags"]] if c["flags"] else []
             out += ["", _expected_line(c)]
             for title, tab in _blocks(c):
                 out += ["", f"*{title}*", "", _md_table(*tab)]
@@ -489,8 +488,8 @@ def render_html(report: dict, *, base_dir) -> str:
                            f"{e(_original_facts(o))}<br>{e(o['reason'])}</p>")
             out.append(f"<p>{e(c['reason'])}</p>")
             if c["flags"]:
-                out.append("<ul class=flags>" + "".join(f"<li>flag: {e(f)}</li>" for f in c["flags"])
-                           + "</ul>")
+                items = "".join(f"<li>flag: {e(f)}</li>" for f in c["flags"])
+                out.append(f"<ul class=flags>{items}</ul>")
             out.append(f"<p class=muted>{e(_expected_line(c))}</p>")
             for title, tab in _blocks(c):
                 out += [f"<p><i>{e(title)}</i></p>", _html_table(*tab)]
@@ -507,17 +506,6 @@ def write_reports(report: dict, out_dir) -> dict[str, Path]:
     return {"json": atomic_write(out_dir / "claims.json", text + "\n"),
             "md": atomic_write(out_dir / "claims.md", render_markdown(report)),
             "html": atomic_write(out_dir / "claims.html", render_html(report, base_dir=out_dir))}
-
-
-def staging_dir(final) -> Path:
-    """A fresh hidden sibling of `final` (`.latest.<random>.partial`) for one session's report
-    set: figures are drawn into it during the run, and being on the same file system it can be
-    renamed into place whole."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
-    path.chmod(0o755)  # mkdtemp makes 0700; reports are meant to be read by other users
-    return path
 
 
 def destination(final, ended: str) -> Path:

@@ -63,7 +63,8 @@ def test_cache_dir_that_is_a_file_or_cannot_be_created_is_one_line(tmp_path, cap
     (tmp_path / "f").write_text("x")
     line = _one_line_exit_2(capsys, ["list", "--cache-dir", str(tmp_path / "f")])
     assert "--cache-dir" in line and "not a directory" in line
-    line = _one_line_exit_2(capsys, ["build", "-m", "cpu", "--cache-dir", str(tmp_path / "f" / "c")])
+    line = _one_line_exit_2(capsys, ["build", "-m", "cpu",
+                                     "--cache-dir", str(tmp_path / "f" / "c")])
     assert "--cache-dir" in line and "cannot be created" in line
 
 

@@ -213,7 +213,8 @@ def test_unmarked_claim_tests_that_end_before_recording_get_their_own_records(pr
     ctl = got[("AV-1", "cpu", "control: quadratic (mlp-bn)", "control")]
     assert ctl["verdict"] == "error"
     skip = got[("AV-5", "toy", "theorem 1", "claim")]
-    assert (skip["verdict"], skip["reason"]) == ("skipped", "dataset cifar10 not found under /nowhere")
+    assert (skip["verdict"], skip["reason"]) == ("skipped",
+                                                  "dataset cifar10 not found under /nowhere")
     xf = got[("AV-6", "toy", "test_av6", "claim")]  # case built from a local: the test's name
     assert xf["verdict"] == "error" and "xfail" in xf["reason"] and "known broken" in xf["reason"]
     assert [u["nodeid"] for u in report["session"]["unattributed"]] == [
@@ -346,7 +347,8 @@ def test_existing_unwritable_cache_dir_is_one_usage_error_line(project, monkeypa
     cache = project.path / "ro-cache"
     cache.mkdir()
     _deny_writes(monkeypatch, cache)
-    project.makepyfile(test_x="def test_uses_cache(cache_dir):\n    (cache_dir / 'f').write_text('x')\n")
+    project.makepyfile(test_x="def test_uses_cache(cache_dir):\n"
+                              "    (cache_dir / 'f').write_text('x')\n")
     result = project.runpytest_inprocess("--cache-dir", str(cache))
     cache.chmod(0o755)
     lines = [ln for ln in result.errlines if ln.strip()]
@@ -396,3 +398,31 @@ def test_malformed_registry_is_one_line_before_collection(project):
     assert result.ret == pytest.ExitCode.USAGE_ERROR and len(lines) == 1, result.errlines
     assert "registry.toml" in lines[0] and "'AV-1'" in lines[0] and "field 'paper'" in lines[0]
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+XDIST_TESTS = '''
+import json
+import pytest
+
+pytestmark = pytest.mark.toy
+
+
+@pytest.mark.parametrize("i", [0, 1, 2, 3])
+def test_draws(request, figure_dir, i):
+    (figure_dir / f"f{i}.png").write_bytes(b"x")
+    rec = {"id": "AV-5", "tier": "toy", "case": f"c{i}", "kind": "claim", "p": 0.001,
+           "verdict": "replicated", "reason": "ok", "figures": [f"figures/f{i}.png"]}
+    request.node.user_properties.append(("claim_record", json.dumps(rec)))
+'''
+
+
+def test_xdist_workers_draw_into_the_controllers_staging_dir(project, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(Path(core.report.__file__).resolve().parents[1]))
+    project.mkpydir("claims")
+    (project.path / "claims" / "test_x.py").write_text(XDIST_TESTS)
+    project.runpytest_subprocess("-n", "2", "-p", "xdist").assert_outcomes(passed=4)
+    latest = project.path / "reports" / "latest"
+    report = json.loads((latest / "claims.json").read_text())
+    assert sorted(c["case"] for c in report["claims"] if c["outcome"]) == ["c0", "c1", "c2", "c3"]
+    assert sorted(p.name for p in (latest / "figures").iterdir()) == [f"f{i}.png" for i in range(4)]
+    assert not list((project.path / "reports").glob(".latest.*.partial"))
