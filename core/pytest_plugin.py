@@ -19,8 +19,9 @@
   kind=)` marker when present, else read off the test's own `check_claim(request, "AV-1",
   tier=..., case=...)` / `check_control(...)` calls: literal strings, parameters of the test, and
   f-strings of those are resolved per parametrization; a case it cannot resolve is the test's
-  pytest name. A test under claims/ that ends without a record and cannot be attributed is listed
-  in the session header (`unattributed`), never dropped.
+  pytest name. A test under claims/ that ends without a record and cannot be attributed, and a
+  claims/ module skipped or broken at collection, are listed in the session header
+  (`unattributed`), never dropped.
 - Records: the harness appends ("claim_record", json) to `user_properties`, which pytest-xdist
   carries to the controller; `pytest_runtest_logreport` collects them with the test outcome, and
   at session end the controller (never an xdist worker) writes the reports with `core.report`
@@ -226,6 +227,7 @@ class _ClaimSession:
         self.tests: dict[str, dict] = {}
         self.deselected = 0
         self.collect_errors = 0
+        self.collect_lost: list[dict] = []  # claims/ modules skipped or broken at collection
         self.interrupted: str | None = None
         self.ran_claims = False
         self.written: dict[str, Path] = {}
@@ -251,7 +253,14 @@ class _ClaimSession:
         self.deselected += len(items)
 
     def pytest_collectreport(self, report) -> None:
+        """Count collection errors (the session then failed) and keep claims/ modules that were
+        skipped or broken while collecting: their tests never become items to attribute."""
         self.collect_errors += bool(report.failed)
+        if (report.failed or report.skipped) and _under_claims(report.nodeid):
+            outcome, message = _outcome(report)
+            self.collect_lost.append({"nodeid": report.nodeid, "outcome": outcome,
+                                      "reason": message})
+            self.ran_claims = True  # a report (beside the complete one) says what was lost
 
     def pytest_keyboard_interrupt(self, excinfo) -> None:
         text = str(excinfo.value).strip()
@@ -310,7 +319,8 @@ class _ClaimSession:
                                    markexpr=self.config.option.markexpr, ended=ended,
                                    ended_reason=ended_reason, tests_selected=selected,
                                    tests_run=sum(s["outcome"] is not None for s in states))
-        session["unattributed"] = [_unattributed(s) for s in states if _lost(s)]
+        session["unattributed"] = self.collect_lost + [_unattributed(s) for s in states
+                                                       if _lost(s)]
         self.report = rep.build_report(records, registry, session)
         paths = suite_paths(self.config)
         self.written = rep.publish_reports(self.report, paths.staging_dir, paths.reports_dir)
@@ -353,9 +363,10 @@ def _attributions(item: pytest.Item) -> list[dict]:
     func = getattr(item, "function", None)
     calls = _harness_calls(func) if func is not None else ()
     params = dict(getattr(getattr(item, "callspec", None), "params", {}))
-    return [{"id": cid, "tier": _resolve(tier, params) or _tier_marker(item),
-             "case": _resolve(case, params) or _fallback_case(item), "kind": kind}
-            for kind, cid, tier, case in calls]
+    found = [{"id": cid, "tier": _resolve(tier, params) or _tier_marker(item),
+              "case": _resolve(case, params) or _fallback_case(item), "kind": kind}
+             for kind, cid, tier, case in calls]
+    return [dict(t) for t in dict.fromkeys(tuple(a.items()) for a in found)]  # repeats once
 
 
 def _from_marker(item: pytest.Item, mark) -> dict:
@@ -433,10 +444,18 @@ def _outcome(report: pytest.TestReport) -> tuple[str, str]:
         return "skip", msg.removeprefix("Skipped: ")
     if report.failed:
         crash = getattr(report.longrepr, "reprcrash", None)
-        text = crash.message if crash is not None else str(report.longrepr)
+        text = crash.message if crash is not None else _error_lines(str(report.longrepr))
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        return ("fail" if report.when == "call" else "error"), (lines[0] if lines else "")[:500]
+        failed = "fail" if getattr(report, "when", None) == "call" else "error"  # collect: error
+        return failed, (lines[0] if lines else "")[:500]
     return "pass", ""
+
+
+def _error_lines(text: str) -> str:
+    """The exception lines ("E   ModuleNotFoundError: ...") of a report without a crash entry
+    (collection errors), else the text: the first line there is pytest's preamble."""
+    errors = [ln.strip()[1:].strip() for ln in text.splitlines() if ln.startswith("E ")]
+    return "\n".join(errors) if errors else text
 
 
 def _records_of(state: dict) -> list[dict]:

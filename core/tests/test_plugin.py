@@ -426,3 +426,22 @@ def test_xdist_workers_draw_into_the_controllers_staging_dir(project, monkeypatc
     assert sorted(c["case"] for c in report["claims"] if c["outcome"]) == ["c0", "c1", "c2", "c3"]
     assert sorted(p.name for p in (latest / "figures").iterdir()) == [f"f{i}.png" for i in range(4)]
     assert not list((project.path / "reports").glob(".latest.*.partial"))
+
+
+def test_collection_error_is_a_failed_session_reported_beside(project):
+    project.mkpydir("claims")
+    (project.path / "claims" / "test_ok.py").write_text(CLAIM_TESTS)
+    (project.path / "claims" / "test_broken.py").write_text("import no_such_module_here\n")
+    (project.path / "claims" / "test_skipped.py").write_text(
+        "import pytest\npytest.skip('needs scipy 9', allow_module_level=True)\n")
+    result = project.runpytest_inprocess()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert not (project.path / "reports" / "latest").exists()
+    report = json.loads((project.path / "reports" / "latest.failed" / "claims.json").read_text())
+    assert report["session"]["ended"] == "failed"
+    assert report["session"]["ended_reason"] == "1 error(s) during collection"
+    lost = {u["nodeid"]: u for u in report["session"]["unattributed"]}
+    assert lost["claims/test_broken.py"]["outcome"] == "error"
+    assert "no_such_module_here" in lost["claims/test_broken.py"]["reason"]
+    assert (lost["claims/test_skipped.py"]["outcome"], lost["claims/test_skipped.py"]["reason"]) \
+        == ("skip", "needs scipy 9")
