@@ -226,8 +226,8 @@ class _ClaimSession:
         self.is_worker = hasattr(config, "workerinput")
         self.tests: dict[str, dict] = {}
         self.deselected = 0
-        self.collect_errors = 0
-        self.collect_lost: list[dict] = []  # claims/ modules skipped or broken at collection
+        self.collect_errors: set[str] = set()  # node ids (xdist workers repeat them)
+        self.collect_lost: dict[str, dict] = {}  # claims/ modules skipped/broken at collection
         self.interrupted: str | None = None
         self.ran_claims = False
         self.written: dict[str, Path] = {}
@@ -255,11 +255,13 @@ class _ClaimSession:
     def pytest_collectreport(self, report) -> None:
         """Count collection errors (the session then failed) and keep claims/ modules that were
         skipped or broken while collecting: their tests never become items to attribute."""
-        self.collect_errors += bool(report.failed)
+        if report.failed:
+            self.collect_errors.add(report.nodeid)
         if (report.failed or report.skipped) and _under_claims(report.nodeid):
             outcome, message = _outcome(report)
-            self.collect_lost.append({"nodeid": report.nodeid, "outcome": outcome,
-                                      "reason": message})
+            # by node id: every xdist worker collects (and reports) the same module
+            self.collect_lost[report.nodeid] = {"nodeid": report.nodeid, "outcome": outcome,
+                                                "reason": message}
             self.ran_claims = True  # a report (beside the complete one) says what was lost
 
     def pytest_keyboard_interrupt(self, excinfo) -> None:
@@ -302,7 +304,7 @@ class _ClaimSession:
         if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
             return "failed", "pytest internal error"
         if self.collect_errors:
-            return "failed", f"{self.collect_errors} error(s) during collection"
+            return "failed", f"{len(self.collect_errors)} error(s) during collection"
         if self.interrupted or exitstatus == pytest.ExitCode.INTERRUPTED:
             return "interrupted", self.interrupted or "interrupted"
         stop = session.shouldfail or session.shouldstop  # -x / --maxfail, or a plugin's stop
@@ -319,8 +321,8 @@ class _ClaimSession:
                                    markexpr=self.config.option.markexpr, ended=ended,
                                    ended_reason=ended_reason, tests_selected=selected,
                                    tests_run=sum(s["outcome"] is not None for s in states))
-        session["unattributed"] = self.collect_lost + [_unattributed(s) for s in states
-                                                       if _lost(s)]
+        session["unattributed"] = [*self.collect_lost.values(),
+                                   *(_unattributed(s) for s in states if _lost(s))]
         self.report = rep.build_report(records, registry, session)
         paths = suite_paths(self.config)
         self.written = rep.publish_reports(self.report, paths.staging_dir, paths.reports_dir)
