@@ -130,6 +130,10 @@ def _resolve_paths(config: pytest.Config) -> SuitePaths:
     data = pick(opt.data_dir, "CLAIMS_DATA_DIR", Path.home() / "data")
     cache = pick(opt.cache_dir, "CLAIMS_CACHE_DIR", root / ".fixture-cache")
     _check_dir("--reports-dir", reports, writable=True)
+    parent = reports.resolve().parent  # the set is staged and swapped in beside the directory
+    if dir_problem(parent, writable=True) is not None:
+        raise pytest.UsageError(f"--reports-dir {reports}: its parent {parent} is not a writable "
+                                "directory (a session's report set is staged beside it)")
     _check_dir("--cache-dir (or $CLAIMS_CACHE_DIR)", cache, writable=True)
     _check_dir("--data-dir (or $CLAIMS_DATA_DIR)", data, writable=bool(opt.allow_download))
     reports = reports.resolve()

@@ -365,6 +365,14 @@ def test_unwritable_reports_dir_and_unreadable_data_dir_are_one_line_each(projec
     lines = [ln for ln in result.errlines if ln.strip()]
     assert result.ret == pytest.ExitCode.USAGE_ERROR and len(lines) == 1
     assert "--reports-dir" in lines[0] and "not writable" in lines[0]
+    nested = project.path / "ro-parent" / "latest"
+    nested.mkdir(parents=True)
+    _deny_writes(monkeypatch, nested.parent)
+    result = project.runpytest_inprocess("--reports-dir", str(nested))
+    nested.parent.chmod(0o755)
+    lines = [ln for ln in result.errlines if ln.strip()]
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and len(lines) == 1
+    assert "--reports-dir" in lines[0] and "its parent" in lines[0] and "staged beside" in lines[0]
     (project.path / "data-file").write_text("x")
     result = project.runpytest_inprocess("--data-dir", "data-file")
     lines = [ln for ln in result.errlines if ln.strip()]
