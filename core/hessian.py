@@ -13,15 +13,17 @@ Hessian-vector products for a block V [k, D] (`HVP_METHODS`), accumulated over t
              k cotangents through one graph (`autograd.grad(..., is_grads_batched=True)` = vmap, or a loop).
   forward-*  forward-over-reverse: H_b v = d/dε ∇f_b(θ + εv)|₀ = `jvp(grad(f_b), (θ,), (v,))`, vmapped
              over the k tangents or looped.
+  reverse-cached  double backward with every batch's gradient graph built once per θ and kept, so a
+             call is only the second backward (memory ∝ subset rows × activations).
 `choose_hvp` times them on the caller's model and subset and returns the fastest; the rest are oracles
-(core/tests: all four agree to 1e-5 relative).
+(core/tests: all five agree to 1e-5 relative).
 
 Lanczos (`lanczos`): from a unit q₀, the Krylov basis Q_j = [q₀ … q_{j−1}] and the tridiagonal T_j with
     α_j = q_jᵀ H q_j,   β_j q_{j+1} = H q_j − α_j q_j − β_{j−1} q_{j−1}.
 In floating point the q's lose orthogonality as Ritz values converge (ghost copies of λ_max); full
 reorthogonalisation removes the whole component of w = H q_j along Q_{j+1} by classical Gram–Schmidt,
 w ← w − Q(Qᵀw), done twice ("twice is enough", Parlett), which subsumes the three-term recurrence. Q and
-T are fp64 (the HVPs themselves are fp32). Ritz pairs: T_j = S Θ Sᵀ (fp64 `eigh`), sorted largest
+T are fp64 (the HVPs themselves are fp32). Ritz pairs: T_j = S Θ Sᵀ (fp64 `scipy.linalg.eigh_tridiagonal`), largest
 ALGEBRAIC first ('LA': the authors' ARPACK 'LM' returns the largest |λ|, which can be a negative
 eigenvalue); Ritz vectors y_i = Q_j s_i. The Lanczos identity H Q_j − Q_j T_j = β_j q_j e_jᵀ gives the
 residual estimate ‖H y_i − θ_i y_i‖ = β_j |s_i[−1]| at no HVP cost; when the top-k estimates are
@@ -46,8 +48,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.linalg import eigh_tridiagonal
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
@@ -164,6 +168,13 @@ def hessian_loss(model: nn.Module, x: Tensor, y: Tensor, cfg: HessianConfig = He
 
 
 # ---------------------------------------------------------------- Hessian-vector products
+def _second_backward(g: Tensor, theta: Tensor, V: Tensor, retain: bool) -> tuple[Tensor]:
+    """∇_θ(g · v) for every row v of V; one vector skips the vmap (~25% faster on the cpu-tier MLP)."""
+    if V.shape[0] == 1:
+        return (torch.autograd.grad(g, theta, V[0], retain_graph=retain)[0][None],)
+    return torch.autograd.grad(g, theta, V, retain_graph=retain, is_grads_batched=True)
+
+
 def _hvp_reverse(loss: Loss, layout: ParamLayout, theta: Tensor, V: Tensor, batched: bool) -> Tensor:
     theta = theta.detach().requires_grad_(True)
     params, out = layout.unflatten(theta), loss.l2 * V
@@ -172,7 +183,7 @@ def _hvp_reverse(loss: Loss, layout: ParamLayout, theta: Tensor, V: Tensor, batc
         if not g.requires_grad:  # f_b is linear in θ: H_b = 0
             continue
         if batched:
-            (hv,) = torch.autograd.grad(g, theta, V, is_grads_batched=True)
+            (hv,) = _second_backward(g, theta, V, retain=False)
         else:
             hv = torch.stack([torch.autograd.grad(g, theta, v, retain_graph=True)[0] for v in V])
         out = out + hv
@@ -188,11 +199,29 @@ def _hvp_forward(loss: Loss, layout: ParamLayout, theta: Tensor, V: Tensor, batc
     return out
 
 
+def _hvp_reverse_cached(loss: Loss, layout: ParamLayout, theta: Tensor) -> Callable[[Tensor], Tensor]:
+    """Double backward with the gradient graphs g_b built once and kept: each call is then only the
+    second backward (memory: every batch's double-backward graph at once, ∝ subset rows)."""
+    theta = theta.detach().requires_grad_(True)
+    params = layout.unflatten(theta)
+    gs = [g for g in (torch.autograd.grad(t(params), theta, create_graph=True)[0] for t in loss.terms)
+          if g.requires_grad]
+
+    def block(V: Tensor) -> Tensor:
+        out = loss.l2 * V
+        for g in gs:
+            out = out + _second_backward(g, theta, V, retain=True)[0]
+        return out
+    return block
+
+
+# name -> builder (loss, layout, θ) -> block HVP V [k, D] -> HV [k, D]
 HVP_METHODS = {
-    "reverse-vmap": lambda *a: _hvp_reverse(*a, batched=True),
-    "reverse-loop": lambda *a: _hvp_reverse(*a, batched=False),
-    "forward-vmap": lambda *a: _hvp_forward(*a, batched=True),
-    "forward-loop": lambda *a: _hvp_forward(*a, batched=False),
+    "reverse-vmap": lambda loss, lay, th: lambda V: _hvp_reverse(loss, lay, th, V, batched=True),
+    "reverse-loop": lambda loss, lay, th: lambda V: _hvp_reverse(loss, lay, th, V, batched=False),
+    "reverse-cached": _hvp_reverse_cached,
+    "forward-vmap": lambda loss, lay, th: lambda V: _hvp_forward(loss, lay, th, V, batched=True),
+    "forward-loop": lambda loss, lay, th: lambda V: _hvp_forward(loss, lay, th, V, batched=False),
 }
 DEFAULT_HVP = "reverse-vmap"  # fastest on the cpu-tier MLP (benchmarks/README.md); `choose_hvp` measures
 
@@ -229,8 +258,8 @@ def hvp_operator(loss: Loss, params: Params, method: str = DEFAULT_HVP) -> Opera
     _check_finite(params)
     layout = ParamLayout.of(params)
     theta = layout.flatten({n: p.detach() for n, p in params.items()})
-    fn = HVP_METHODS[method]
-    return Operator(lambda V: fn(loss, layout, theta, V.to(theta.dtype)), layout.dim, layout, theta.device)
+    fn = HVP_METHODS[method](loss, layout, theta)
+    return Operator(lambda V: fn(V.to(theta.dtype)), layout.dim, layout, theta.device)
 
 
 @dataclass(frozen=True)
@@ -247,8 +276,8 @@ def choose_hvp(loss: Loss, params: Params, *, block: int = 5, repeats: int = 3, 
     V = torch.randn(block, ParamLayout.of(params).dim, generator=g, dtype=torch.float64)
     seconds, errors = {}, {}
     for name in HVP_METHODS:
-        op = hvp_operator(loss, params, name)
         try:
+            op = hvp_operator(loss, params, name)  # reverse-cached builds its graphs here (not timed)
             op(V)
         except Exception as e:  # noqa: BLE001 -- a method that cannot run is recorded, not fatal
             errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -291,11 +320,12 @@ def _orthogonalise(w: Tensor, Q: Tensor) -> Tensor:
 
 def _ritz(alpha: list, beta: list, k: int) -> tuple[Tensor, Tensor, Tensor]:
     """Top-k Ritz values θ (descending), their eigenvectors S [j, k] of T_j and the estimated relative
-    residuals β_j |s_i[−1]| / |θ_i|."""
-    a, b = torch.tensor(alpha, dtype=torch.float64), torch.tensor(beta, dtype=torch.float64)
-    T = torch.diag(a) + torch.diag(b[:-1], 1) + torch.diag(b[:-1], -1)
-    theta, S = torch.linalg.eigh(T)  # ascending
-    theta, S = theta.flip(0)[:k], S.flip(1)[:, :k]
+    residuals β_j |s_i[−1]| / |θ_i|. LAPACK's tridiagonal solver (fp64) for the k largest only."""
+    j = len(alpha)
+    theta, S = eigh_tridiagonal(np.asarray(alpha), np.asarray(beta[:-1]), select="i",
+                                select_range=(j - k, j - 1))  # ascending
+    theta, S = torch.from_numpy(theta[::-1].copy()), torch.from_numpy(S[:, ::-1].copy())
+    b = torch.tensor(beta, dtype=torch.float64)
     scale = theta.abs().clamp_min(torch.finfo(torch.float64).eps * theta.abs().max().clamp_min(1e-300))
     return theta, S, b[-1] * S[-1].abs() / scale
 
@@ -334,7 +364,8 @@ def lanczos(op: Operator, cfg: LanczosConfig = LanczosConfig(), *, warm_start: T
     _validate(cfg, dim, warm_start)
     g = torch.Generator().manual_seed(cfg.seed)
     m, n0 = min(cfg.max_iter, dim), op.n_vectors
-    Q = torch.zeros(m, dim, dtype=torch.float64, device=op.device)  # Lanczos basis, one row per step
+    Q = torch.empty(m, dim, dtype=torch.float64, device=op.device)  # basis rows, written before read (empty: no
+    # page touching of unused rows, 55 MB at m = 300, D = 23k)
     alpha, beta, est_tol = [], [], cfg.tol  # T's diagonal and off-diagonal as Python floats (T lives on CPU)
     q = _start_vector(dim, warm_start, g).to(op.device)
     for j in range(m):
