@@ -168,25 +168,38 @@ def hessian_loss(model: nn.Module, x: Tensor, y: Tensor, cfg: HessianConfig = He
 
 
 # ---------------------------------------------------------------- Hessian-vector products
-def _second_backward(g: Tensor, theta: Tensor, V: Tensor, retain: bool) -> tuple[Tensor]:
-    """∇_θ(g · v) for every row v of V; one vector skips the vmap (~25% faster on the cpu-tier MLP)."""
-    if V.shape[0] == 1:
-        return (torch.autograd.grad(g, theta, V[0], retain_graph=retain)[0][None],)
-    return torch.autograd.grad(g, theta, V, retain_graph=retain, is_grads_batched=True)
+def _leaves(layout: ParamLayout, theta: Tensor) -> tuple[Tensor, ...]:
+    """θ as one leaf tensor per parameter: differentiating w.r.t. leaves skips the slice-backward
+    into a flat θ that both backward passes would otherwise pay (~15% of an HVP on the cpu-tier MLP)."""
+    return tuple(p.detach().clone().requires_grad_(True) for p in layout.unflatten(theta.detach()).values())
+
+
+def _first_backward(term: Callable, layout: ParamLayout, leaves: tuple) -> tuple[Tensor, ...] | None:
+    """∇f_b with its graph kept for differentiation (None when f_b is linear in θ: H_b = 0)."""
+    gs = torch.autograd.grad(term(dict(zip(layout.names, leaves))), leaves, create_graph=True,
+                             allow_unused=True, materialize_grads=True)
+    return gs if any(g.requires_grad for g in gs) else None
+
+
+def _second_backward(gs: tuple, leaves: tuple, layout: ParamLayout, V: Tensor, retain: bool) -> Tensor:
+    """∇_θ(g · v) for every row v of V [b, D] -> [b, D]; a block goes through one vmapped backward
+    (is_grads_batched), one vector skips the vmap (~25% faster on the cpu-tier MLP)."""
+    b, vs = V.shape[0], tuple(layout.unflatten(V).values())
+    hv = torch.autograd.grad(gs, leaves, tuple(v[0] for v in vs) if b == 1 else vs, retain_graph=retain,
+                             is_grads_batched=b > 1, allow_unused=True, materialize_grads=True)
+    return torch.cat([h.reshape(b, -1) for h in hv], dim=1)
 
 
 def _hvp_reverse(loss: Loss, layout: ParamLayout, theta: Tensor, V: Tensor, batched: bool) -> Tensor:
-    theta = theta.detach().requires_grad_(True)
-    params, out = layout.unflatten(theta), loss.l2 * V
+    leaves, out = _leaves(layout, theta), loss.l2 * V
     for term in loss.terms:
-        (g,) = torch.autograd.grad(term(params), theta, create_graph=True)
-        if not g.requires_grad:  # f_b is linear in θ: H_b = 0
+        gs = _first_backward(term, layout, leaves)
+        if gs is None:
             continue
         if batched:
-            (hv,) = _second_backward(g, theta, V, retain=False)
+            out = out + _second_backward(gs, leaves, layout, V, retain=False)
         else:
-            hv = torch.stack([torch.autograd.grad(g, theta, v, retain_graph=True)[0] for v in V])
-        out = out + hv
+            out = out + torch.cat([_second_backward(gs, leaves, layout, v[None], retain=True) for v in V])
     return out
 
 
@@ -202,15 +215,13 @@ def _hvp_forward(loss: Loss, layout: ParamLayout, theta: Tensor, V: Tensor, batc
 def _hvp_reverse_cached(loss: Loss, layout: ParamLayout, theta: Tensor) -> Callable[[Tensor], Tensor]:
     """Double backward with the gradient graphs g_b built once and kept: each call is then only the
     second backward (memory: every batch's double-backward graph at once, ∝ subset rows)."""
-    theta = theta.detach().requires_grad_(True)
-    params = layout.unflatten(theta)
-    gs = [g for g in (torch.autograd.grad(t(params), theta, create_graph=True)[0] for t in loss.terms)
-          if g.requires_grad]
+    leaves = _leaves(layout, theta)
+    graphs = [gs for gs in (_first_backward(t, layout, leaves) for t in loss.terms) if gs is not None]
 
     def block(V: Tensor) -> Tensor:
         out = loss.l2 * V
-        for g in gs:
-            out = out + _second_backward(g, theta, V, retain=True)[0]
+        for gs in graphs:
+            out = out + _second_backward(gs, leaves, layout, V, retain=True)
         return out
     return block
 
@@ -223,7 +234,7 @@ HVP_METHODS = {
     "forward-vmap": lambda loss, lay, th: lambda V: _hvp_forward(loss, lay, th, V, batched=True),
     "forward-loop": lambda loss, lay, th: lambda V: _hvp_forward(loss, lay, th, V, batched=False),
 }
-DEFAULT_HVP = "reverse-vmap"  # fastest on the cpu-tier MLP (benchmarks/README.md); `choose_hvp` measures
+DEFAULT_HVP = "reverse-vmap"  # memory bounded by one batch; `choose_hvp` measures (cpu-tier MLP: reverse-cached)
 
 
 class Operator:
@@ -266,28 +277,37 @@ def hvp_operator(loss: Loss, params: Params, method: str = DEFAULT_HVP) -> Opera
 class HvpChoice:
     """The measured fastest HVP method; the others stay available as oracles."""
     method: str
-    seconds: dict[str, float]  # median wall seconds per block call, per method that ran
+    seconds: dict[str, float]  # fastest wall seconds of one block call, per method that ran
     errors: dict[str, str]  # method -> one-line reason it could not run (e.g. vmap unsupported)
 
 
-def choose_hvp(loss: Loss, params: Params, *, block: int = 5, repeats: int = 3, seed: int = 0) -> HvpChoice:
-    """Time every HVP method on a block of `block` random vectors (median of `repeats` after one warm-up)."""
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)  # kernels are asynchronous: time them to completion
+
+
+def choose_hvp(loss: Loss, params: Params, *, block: int = 1, repeats: int = 5, seed: int = 0) -> HvpChoice:
+    """Time every HVP method on `block` random vectors (block=1: what a Lanczos step calls) and return the
+    fastest; each method's time is the MINIMUM over `repeats` calls after one warm-up, the estimate of
+    its own cost least disturbed by other load on the machine."""
     g = torch.Generator().manual_seed(seed)
     V = torch.randn(block, ParamLayout.of(params).dim, generator=g, dtype=torch.float64)
     seconds, errors = {}, {}
     for name in HVP_METHODS:
         try:
             op = hvp_operator(loss, params, name)  # reverse-cached builds its graphs here (not timed)
-            op(V)
+            op(V.to(op.device))
         except Exception as e:  # noqa: BLE001 -- a method that cannot run is recorded, not fatal
             errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             continue
         times = []
         for _ in range(repeats):
+            _sync(op.device)
             t0 = time.perf_counter()
-            op(V)
+            op(V.to(op.device))
+            _sync(op.device)
             times.append(time.perf_counter() - t0)
-        seconds[name] = sorted(times)[len(times) // 2]
+        seconds[name] = min(times)
     _require(bool(seconds), f"no HVP method ran: {errors}")
     return HvpChoice(min(seconds, key=seconds.get), seconds, errors)
 
@@ -318,16 +338,13 @@ def _orthogonalise(w: Tensor, Q: Tensor) -> Tensor:
     return w
 
 
-def _ritz(alpha: list, beta: list, k: int) -> tuple[Tensor, Tensor, Tensor]:
+def _ritz(alpha: list, beta: list, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-k Ritz values θ (descending), their eigenvectors S [j, k] of T_j and the estimated relative
-    residuals β_j |s_i[−1]| / |θ_i|. LAPACK's tridiagonal solver (fp64) for the k largest only."""
-    j = len(alpha)
-    theta, S = eigh_tridiagonal(np.asarray(alpha), np.asarray(beta[:-1]), select="i",
-                                select_range=(j - k, j - 1))  # ascending
-    theta, S = torch.from_numpy(theta[::-1].copy()), torch.from_numpy(S[:, ::-1].copy())
-    b = torch.tensor(beta, dtype=torch.float64)
-    scale = theta.abs().clamp_min(torch.finfo(torch.float64).eps * theta.abs().max().clamp_min(1e-300))
-    return theta, S, b[-1] * S[-1].abs() / scale
+    residuals β_j |s_i[−1]| / |θ_i|; fp64 LAPACK tridiagonal solver, in NumPy (T is tiny: no tensors)."""
+    theta, S = eigh_tridiagonal(np.asarray(alpha), np.asarray(beta[:-1]))  # ascending
+    theta, S = theta[::-1][:k], S[:, ::-1][:, :k]
+    scale = np.maximum(np.abs(theta), np.finfo(np.float64).eps * max(np.abs(theta).max(), 1e-300))
+    return theta, S, beta[-1] * np.abs(S[-1]) / scale
 
 
 def _random_unit(dim: int, Q: Tensor, g: torch.Generator) -> Tensor:
@@ -380,7 +397,7 @@ def lanczos(op: Operator, cfg: LanczosConfig = LanczosConfig(), *, warm_start: T
         if j + 1 >= cfg.k:
             theta, S, est = _ritz(alpha, beta, cfg.k)
             if bool((est <= est_tol).all()) or j + 1 == m:
-                res = _result(op, Q[:j + 1], theta.to(op.device), S.to(op.device), cfg, n0, j + 1, t0)
+                res = _result(op, Q[:j + 1], theta, S, cfg, n0, j + 1, t0)
                 if bool(res.converged.all()) or j + 1 == m:
                     return res
                 est_tol *= 0.5 * min(1.0, cfg.tol / float(res.residuals.max()))  # estimate was optimistic
@@ -388,9 +405,10 @@ def lanczos(op: Operator, cfg: LanczosConfig = LanczosConfig(), *, warm_start: T
     raise AssertionError("unreachable: the loop returns at j + 1 == m")
 
 
-def _result(op: Operator, Q: Tensor, theta: Tensor, S: Tensor, cfg: LanczosConfig, n0: int,
+def _result(op: Operator, Q: Tensor, theta: np.ndarray, S: np.ndarray, cfg: LanczosConfig, n0: int,
             n_iter: int, t0: float) -> EigResult:
     """Ritz vectors y = Sᵀ Q (fp64) and their true relative residuals from one block HVP."""
+    theta, S = torch.from_numpy(theta.copy()).to(Q.device), torch.from_numpy(S.copy()).to(Q.device)
     Y = S.T @ Q
     Y = Y / Y.norm(dim=1, keepdim=True)
     R = op(Y) - theta[:, None] * Y
