@@ -54,8 +54,8 @@ _CONSTRAINTS = {
     "mean_threshold": (lambda p, s: s * (p.get("refuted", p["claimed"]) - p["claimed"]) <= 0, "refuted",
                        "refuted on the far side of claimed (<= for greater, >= for less)"),
     "log_ratio": (lambda p, s: min(p["claimed_factor"], p["refuted_factor"], p.get("base", 10)) > 0
-                  and p.get("base") != 1 and s * (p["refuted_factor"] - p["claimed_factor"]) <= 0, "refuted_factor",
-                  "positive factors, refuted_factor on the far side of claimed_factor, base > 0 and != 1"),
+                  and p.get("base", 10) > 1 and s * (p["refuted_factor"] - p["claimed_factor"]) <= 0, "refuted_factor",
+                  "positive factors, refuted_factor on the far side of claimed_factor, base > 1"),
     "equivalence": (lambda p, s: p["low"] < p["high"], "low", "low < high"),
     "non_inferiority": (lambda p, s: p["margin"] >= 0, "margin", "a margin >= 0"),
 }

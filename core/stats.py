@@ -9,8 +9,8 @@ claim's Bonferroni share, DESIGN.md "Statistics"). It reports the two-sided (1 -
     inconclusive    otherwise;
     insufficient_n  iff n is below the least n with which the rule could ever replicate.
 
-p is the one-sided p-value of H0 "claim false" at the claimed boundary; p < alpha <=> replicated (up to
-rounding, and n permitting).
+p is the one-sided p-value of H0 "claim false" at the claimed boundary; p < alpha <=> replicated for the t
+rules (p <= alpha for the sign and permutation rules, whose p takes discrete values), n permitting.
 
 * t rules (mean_threshold, paired, log_ratio, non_inferiority, equivalence), any n >= 2, no bootstrap:
   m +- t_{1-alpha, n-1} s / sqrt(n);  p = P(T_{n-1} >= (m - c) sqrt(n) / s) for "greater".
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ from statsmodels.stats.weightstats import DescrStatsW
 
 __all__ = ["VERDICTS", "Result", "existence", "mean_threshold", "paired", "log_ratio", "equivalence",
            "non_inferiority", "trend", "toy_tolerance", "median_threshold", "median_paired", "median_log_ratio",
-           "median_equivalence", "median_non_inferiority", "two_sample", "sign_rank", "intersection_union", "decide",
+           "median_equivalence", "median_non_inferiority", "two_sample", "two_sample_floor", "sign_rank",
+           "intersection_union", "decide",
            "bonferroni_share", "holm", "benjamini_hochberg"]
 
 VERDICTS = ("replicated", "refuted", "inconclusive", "insufficient_n", "error", "not_run")
@@ -291,38 +293,74 @@ def _sign_equivalence_kernel(x, alpha, low, high):
     return _NAMES[codes], med, lo, hi, np.maximum(p_low, p_high), k
 
 
-_PERMUTATIONS = 9_999              # two_sample: Monte-Carlo permutations, a fixed seeded set (p >= 1e-4)
+_PERMUTATIONS = 9_999              # two_sample: seeded random relabellings when enumeration is too costly
 
 
 @functools.lru_cache(maxsize=64)
-def _membership(n_a: int, n_b: int, draws: int = _PERMUTATIONS) -> np.ndarray:
-    """[draws, n_a + n_b] 0/1 rows: which pooled positions a random relabelling gives to group a.
-    Seeded once (generator 0): the same data always get the same p, on every machine."""
-    rng = np.random.default_rng(0)
-    idx = rng.permuted(np.tile(np.arange(n_a + n_b), (draws, 1)), axis=1)[:, :n_a]
-    m = np.zeros((draws, n_a + n_b))
+def _membership(n_a: int, n_b: int) -> tuple[np.ndarray, bool]:
+    """([R, n_a + n_b] 0/1 rows: which pooled positions a relabelling gives to group a, exact).
+
+    Every C(n_a + n_b, n_a) relabelling when there are at most _PERMUTATIONS of them (exact=True: the
+    identity is among them, p = #{T* >= T} / C >= 1/C); else _PERMUTATIONS seeded random ones (generator 0,
+    the same on every machine) plus the identity, p = (1 + #{T* >= T}) / (1 + R) >= 1/(1 + R)."""
+    n = n_a + n_b
+    if math.comb(n, n_a) <= _PERMUTATIONS:
+        idx = np.array(list(itertools.combinations(range(n), n_a)))
+        exact = True
+    else:
+        idx = np.random.default_rng(0).permuted(np.tile(np.arange(n), (_PERMUTATIONS, 1)), axis=1)[:, :n_a]
+        exact = False
+    m = np.zeros((len(idx), n))
     np.put_along_axis(m, idx, 1.0, axis=1)
-    return m
+    return m, exact
 
 
-def _two_sample_kernel(a, b, alpha, sign, chunk=256):
-    """Permutation test of mean(a) - mean(b) on rows a [nsim, n_a], b [nsim, n_b] -> (verdicts, diff, p, q).
+def _welch(sa, qa, sb, qb, n_a, n_b):
+    """Welch t from group sums and sums of squares (any broadcastable shapes); 0 where both variances are 0."""
+    ma, mb = sa / n_a, sb / n_b
+    va = np.maximum(qa - n_a * ma ** 2, 0.0) / max(n_a - 1, 1)
+    vb = np.maximum(qb - n_b * mb ** 2, 0.0) / max(n_b - 1, 1)
+    se = np.sqrt(va / n_a + vb / n_b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(se > 0, (ma - mb) / np.where(se > 0, se, 1.0), 0.0)
 
-    H0: the pooled n_a + n_b values are exchangeable (a's distribution equals b's). T = sum of a's values;
-    p = (1 + #{T* >= T}) / (1 + R) over R seeded relabellings (valid at every R); ties within a relative
-    1e-9 count as >= (floating-point sums of equal multisets may differ in the last bit)."""
+
+def two_sample_floor(n_a: int, n_b: int) -> float:
+    """The smallest p the two_sample kernel can return for these group sizes."""
+    m, exact = _membership(n_a, n_b)
+    return 1.0 / len(m) if exact else 1.0 / (1 + len(m))
+
+
+def _two_sample_kernel(a, b, alpha, sign, chunk=128):
+    """Studentised permutation test on rows a [nsim, n_a], b [nsim, n_b] -> (verdicts, diff, p, q).
+
+    Statistic: Welch's t of mean(a) - mean(b). Exact under exchangeability (a's law equals b's). For H0
+    "equal means" with unequal shapes it is only asymptotically valid (Janssen 1997; Chung & Romano 2013;
+    with unequal group sizes the plain mean difference is not even that; with equal sizes the two
+    statistics are monotone in each other and give the same p). Data are centred on their pooled mean first, so the tie
+    tolerance (relative 1e-9: equal multisets may sum differently in the last bit) does not grow with a
+    common offset. p: see `_membership`; verdicts: replicated iff p <= alpha, refuted iff the opposite
+    one-sided p <= alpha, insufficient_n iff the floor p is above alpha."""
+    n_a, n_b = a.shape[-1], b.shape[-1]
     z = np.concatenate([a, b], -1)
-    m = _membership(a.shape[-1], b.shape[-1])
-    t = a.sum(-1)
-    tol = 1e-9 * (1.0 + np.abs(z).sum(-1))
+    z = z - z.mean(-1, keepdims=True)
+    m, exact = _membership(n_a, n_b)
+    za, zb = z[..., :n_a], z[..., n_a:]
+    t = _welch(za.sum(-1), (za ** 2).sum(-1), zb.sum(-1), (zb ** 2).sum(-1), n_a, n_b)
+    tot, tot2 = z.sum(-1, keepdims=True), (z ** 2).sum(-1, keepdims=True)
     ge, le = np.empty(t.shape), np.empty(t.shape)
     for s in range(0, z.shape[0], chunk):
-        perm = z[s:s + chunk] @ m.T                             # [chunk, R] relabelled sums of group a
-        ge[s:s + chunk] = (perm >= (t[s:s + chunk] - tol[s:s + chunk])[:, None]).sum(-1)
-        le[s:s + chunk] = (perm <= (t[s:s + chunk] + tol[s:s + chunk])[:, None]).sum(-1)
-    up, down = (1 + ge) / (1 + m.shape[0]), (1 + le) / (1 + m.shape[0])
+        zc = z[s:s + chunk]
+        sa, qa = zc @ m.T, (zc ** 2) @ m.T                       # [chunk, R] relabelled group-a sums
+        tp = _welch(sa, qa, tot[s:s + chunk] - sa, tot2[s:s + chunk] - qa, n_a, n_b)
+        tol = 1e-9 * (1.0 + np.abs(t[s:s + chunk]))[:, None]
+        ge[s:s + chunk] = (tp >= t[s:s + chunk, None] - tol).sum(-1)
+        le[s:s + chunk] = (tp <= t[s:s + chunk, None] + tol).sum(-1)
+    extra = 0 if exact else 1
+    up, down = (extra + ge) / (extra + len(m)), (extra + le) / (extra + len(m))
     p, q = (up, down) if sign > 0 else (down, up)
-    codes = np.select([p < alpha, q < alpha], [_REP, _REF], _INC)
+    codes = np.select([two_sample_floor(n_a, n_b) > alpha + np.zeros(p.shape), p <= alpha, q <= alpha],
+                      [_INS, _REP, _REF], _INC)
     return _NAMES[codes], a.mean(-1) - b.mean(-1), p, q
 
 
@@ -511,7 +549,8 @@ def median_paired(a, b, *, alpha, direction, margin=0.0) -> Result:
 
 
 def median_log_ratio(ratios, *, alpha, claimed_factor, refuted_factor, base=10.0, direction="greater") -> Result:
-    """Sign test of the median log ratio (= log of the median ratio: logs are monotone)."""
+    """Sign test of the median log ratio (logs are monotone, so the test and interval are those of the
+    median ratio; for even n the point estimate is the mean of the two middle logs)."""
     alpha, x = _alpha("median_log_ratio", alpha), _data("median_log_ratio", "ratios", ratios)
     bad = np.flatnonzero(x <= 0)
     if bad.size:
@@ -555,31 +594,35 @@ def median_equivalence(values, *, alpha, low, high) -> Result:
 
 
 def _shift_bound(a, b, alpha, sign):
-    """One-sided (1 - alpha) bound of a location shift by inverting the permutation test (bisection)."""
-    lo, hi = float(a.min() - b.max()) - 1.0, float(a.max() - b.min()) + 1.0
+    """One-sided (1 - alpha) bound of a location shift: the shift at which the permutation test of
+    a - shift vs b stops rejecting (bisection on a bracket that provably contains the crossing)."""
+    span = float(np.ptp(np.concatenate([a, b]))) + 1.0
+    lo, hi = float(a.mean() - b.mean()) - 2 * span, float(a.mean() - b.mean()) + 2 * span
     for _ in range(48):
         mid = 0.5 * (lo + hi)
-        v, _, p, q = _two_sample_kernel((a - mid)[None], b[None], alpha, 1)
-        # "greater" (lower bound): the largest shift still rejected by the upward test; "less": symmetric
-        rejects = (p[0] < alpha) if sign > 0 else (q[0] >= alpha)
-        lo, hi = (mid, hi) if rejects else (lo, mid)
+        _, _, p, q = _two_sample_kernel((a - mid)[None], b[None], alpha, 1)
+        # lower bound: shifts still rejected by the upward test lie below it; upper bound: mirrored
+        below = (p[0] <= alpha) if sign > 0 else (q[0] > alpha)
+        lo, hi = (mid, hi) if below else (lo, mid)
     return 0.5 * (lo + hi)
 
 
 def two_sample(a, b, *, alpha, direction) -> Result:
-    """Permutation test of mean(a) - mean(b) under exchangeability; "greater": replicated iff p < alpha,
-    refuted iff the opposite one-sided p < alpha. Interval: the (1 - 2 alpha) location-shift interval."""
+    """Studentised permutation test of mean(a) - mean(b); "greater": replicated iff p <= alpha, refuted iff
+    the opposite one-sided p <= alpha. Interval: the (1 - 2 alpha) location-shift interval."""
     alpha, a, b = _alpha("two_sample", alpha), _data("two_sample", "a", a), _data("two_sample", "b", b)
     sign = _sign("two_sample", direction, ("greater", "less"))
-    if min(a.size, b.size) < 1 or math.comb(a.size + b.size, a.size) * alpha <= 1:
+    if min(a.size, b.size) < 2 or two_sample_floor(a.size, b.size) > alpha:
         return Result("two_sample", math.nan, _NAN2, 1.0, alpha, min(a.size, b.size), "insufficient_n",
-                      f"n_a={a.size}, n_b={b.size}: too few relabellings for p < alpha={alpha:.4g} -> insufficient_n")
+                      f"n_a={a.size}, n_b={b.size}: the smallest attainable p "
+                      f"{two_sample_floor(a.size, b.size) if min(a.size, b.size) >= 1 else 1:.3g} exceeds "
+                      f"alpha={alpha:.4g} (or a group has < 2 units) -> insufficient_n")
     v, d, p, q = (r[0] for r in _two_sample_kernel(a[None], b[None], alpha, sign))
     ci = (_shift_bound(a, b, alpha, 1), _shift_bound(a, b, alpha, -1))
+    how = "all relabellings" if _membership(a.size, b.size)[1] else f"{_PERMUTATIONS} seeded relabellings"
     word = ">" if sign > 0 else "<"
-    reason = (f"mean difference a-b {_f(d)} [{_f(ci[0])}, {_f(ci[1])}] (permutation test of {word} 0, "
-              f"{_PERMUTATIONS} seeded relabellings, n_a={a.size}, n_b={b.size}: p={p:.2g}, opposite p={q:.2g}, "
-              f"alpha={alpha:.4g}) -> {v}")
+    reason = (f"mean difference a-b {_f(d)} [{_f(ci[0])}, {_f(ci[1])}] (studentised permutation test of {word} 0, "
+              f"{how}, n_a={a.size}, n_b={b.size}: p={p:.2g}, opposite p={q:.2g}, alpha={alpha:.4g}) -> {v}")
     return Result("two_sample", float(d), ci, float(p), alpha, min(a.size, b.size), str(v), reason)
 
 
