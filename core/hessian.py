@@ -28,8 +28,12 @@ ALGEBRAIC first ('LA': the authors' ARPACK 'LM' returns the largest |λ|, which 
 eigenvalue); Ritz vectors y_i = Q_j s_i. The Lanczos identity H Q_j − Q_j T_j = β_j q_j e_jᵀ gives the
 residual estimate ‖H y_i − θ_i y_i‖ = β_j |s_i[−1]| at no HVP cost; when the top-k estimates are
 ≤ tol·|θ_i| the true residuals are computed with one extra block HVP and returned. β_j ≈ 0 is a
-breakdown: Q_j spans an invariant subspace, its Ritz pairs are exact; the run stops if the top k have
-converged, else it continues from a random vector orthogonal to Q_j (T gets a zero off-diagonal).
+breakdown: Q_j spans an invariant subspace and its Ritz pairs are exact, but a larger eigenvalue may
+lie outside it (a start orthogonal to an eigenvector never sees it), so the run continues from a seeded
+random vector orthogonal to Q_j (T gets a zero off-diagonal) and checks convergence on the union; it
+stops when the top k are converged or the dimension is exhausted. A warm start inside an invariant
+subspace (exact previous eigenvectors at the same θ) therefore costs one extra step in exact
+arithmetic; with fp32 HVPs β stays at rounding level (no breakdown) and the residual test stops it.
 
 Trace and norms (Hutchinson 1989; Meyer, Musco, Musco, Woodruff 2021), Rademacher probes z:
   tr H  = E zᵀHz                          `hutchinson_trace` (mean ± standard error over m probes)
@@ -394,6 +398,9 @@ def lanczos(op: Operator, cfg: LanczosConfig = LanczosConfig(), *, warm_start: T
         alpha.append(a)
         broke = b <= cfg.breakdown_tol * max(abs(x) for x in alpha)
         beta.append(0.0 if broke else b)  # breakdown: invariant subspace, T decouples here
+        if broke and j + 1 < m:  # its Ritz pairs are exact but maybe not the top ones: restart first,
+            q = _random_unit(dim, Q[:j + 1], g)  # so the next check also covers the complement
+            continue
         if j + 1 >= cfg.k:
             theta, S, est = _ritz(alpha, beta, cfg.k)
             if bool((est <= est_tol).all()) or j + 1 == m:
@@ -401,7 +408,7 @@ def lanczos(op: Operator, cfg: LanczosConfig = LanczosConfig(), *, warm_start: T
                 if bool(res.converged.all()) or j + 1 == m:
                     return res
                 est_tol *= 0.5 * min(1.0, cfg.tol / float(res.residuals.max()))  # estimate was optimistic
-        q = _random_unit(dim, Q[:j + 1], g) if broke else w / b
+        q = w / b
     raise AssertionError("unreachable: the loop returns at j + 1 == m")
 
 
