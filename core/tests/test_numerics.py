@@ -11,7 +11,7 @@ code paths. Asserted:
       compared at one thread count only: its bits move with the thread count even on the pinned path
       (measured, reports/code-paths.md), which is why the suite fixes threads (--torch-threads 1,
       BUILD_THREADS = 1) and the code-path record reports them;
-  (b) unpinned code paths (MKL CNR off / AUTO, ATen default kernels) may move the numbers, but the
+  (b) unpinned code paths (MKL CNR off, MKL_CBWR=AVX2 (= AUTO on non-Intel CPUs), ATen default kernels) may move the numbers, but the
       verdicts of rules fed those numbers agree with the pinned run's;
   (c) the probe is sensitive: some unpinned path moves the bits (else (a) would prove nothing).
 Run `python core/tests/test_numerics.py` to print the probe's record under the current environment.
@@ -96,7 +96,7 @@ def probe(threads: int, pin: bool) -> dict:
 # OpenMP threads spinning (3x the wall time on 2 busy cores, measured); it does not change results.
 PINNED = {"pin_t1": ({}, 1, True), "pin_t2": ({"OMP_WAIT_POLICY": "PASSIVE"}, 2, True),
           "pin_exported": ({"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2"}, 1, False)}
-UNPINNED = {"default": ({}, 1, False), "cbwr_auto": ({"MKL_CBWR": "AUTO"}, 1, False),
+UNPINNED = {"default": ({}, 1, False), "cbwr_avx2": ({"MKL_CBWR": "AVX2"}, 1, False),
             "aten_default": ({"ATEN_CPU_CAPABILITY": "default"}, 1, False)}
 TIMEOUT_S = 600  # generous: on 2 cores shared with other jobs one probe measured 6 s CPU but 45 s wall
 
