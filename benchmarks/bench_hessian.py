@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import importlib.util
 import platform
 import statistics
@@ -281,6 +282,29 @@ def print_table(k: int, out: dict, tol: float) -> None:
     print(f"\nours λ: {', '.join(f'{v:.5g}' for v in base['values'].tolist())}")
 
 
+def limit_blas_threads(n: int) -> str:
+    """NumPy/SciPy's OpenBLAS (ARPACK's BLAS) keeps its own pool, which torch.set_num_threads does not
+    reach; its threads spin after each call and, on 2 cores, stole ~2x the CPU of whichever contender
+    ran next (measured: ours 26 ms alone, 52-62 ms right after an eigsh contender)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return "BLAS threads untouched (no threadpoolctl)"
+    threadpool_limits(n)
+    return f"BLAS threads {n}"
+
+
+def keep_heap_pages() -> str:
+    """Stop glibc from mmap-ing and unmapping every large tensor between calls (as bench_scan.py does):
+    on this VM page faults otherwise charge whichever contender runs after another one freed memory."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(-3, 2**30) and libc.mallopt(-1, 2**30)  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+        return "glibc mmap threshold 1 GiB" if ok else "mallopt refused"
+    except OSError:
+        return "not glibc: allocator untouched"
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ks", type=int, nargs="+", default=list(BenchConfig.ks))
@@ -288,13 +312,16 @@ def main(argv=None) -> None:
         p.add_argument(f"--{f}", type=float, default=getattr(BenchConfig, f))
     for f in ("train_steps", "batch_size", "repeats", "threads", "seed"):
         p.add_argument(f"--{f.replace('_', '-')}", type=int, default=getattr(BenchConfig, f))
+    p.add_argument("--glibc-mmap", action="store_true", help="leave glibc's large-allocation mmap on")
     a = p.parse_args(argv)
     cfg = BenchConfig(tuple(a.ks), a.tol, a.train_steps, a.lr, a.momentum, a.batch_size, a.repeats, a.threads,
                       a.seed)
     torch.set_num_threads(cfg.threads)
+    blas = limit_blas_threads(cfg.threads)
+    alloc = "glibc defaults" if a.glibc_mmap else keep_heap_pages()
     ctx, info = setup(cfg)
     print(f"# bench_hessian: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{cfg.threads} thread(s); D = {info['dim']}, subset {info['rows']} rows, acc {info['acc']}")
+          f"{cfg.threads} thread(s), {blas}, {alloc}; D = {info['dim']}, subset {info['rows']} rows, acc {info['acc']}")
     ch = info["choice"]
     print("HVP methods, fastest of 20 single-vector calls, ms:", ", ".join(f"{m} {s * 1e3:.2f}" for m, s in ch.seconds.items()),
           f"-> {ch.method}", f"(could not run: {ch.errors})" if ch.errors else "")
