@@ -96,7 +96,8 @@ def setup(cfg: BenchConfig) -> tuple[Ctx, dict]:
     data = load_dataset("mnist1d", seed=cfg.seed, n_train=4000, n_test=1000)
     model = build_model("mlp", num_classes=data.num_classes, input_shape=data.input_shape, seed=cfg.seed,
                         bn=False, widths=CPU_WIDTHS)
-    opt, g = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum), torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    g = torch.Generator().manual_seed(cfg.seed)
     for _ in range(cfg.train_steps):
         idx = torch.randint(0, len(data.train), (128,), generator=g)
         opt.zero_grad()
@@ -321,9 +322,11 @@ def main(argv=None) -> None:
     alloc = "glibc defaults" if a.glibc_mmap else keep_heap_pages()
     ctx, info = setup(cfg)
     print(f"# bench_hessian: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{cfg.threads} thread(s), {blas}, {alloc}; D = {info['dim']}, subset {info['rows']} rows, acc {info['acc']}")
+          f"{cfg.threads} thread(s), {blas}, {alloc}; D = {info['dim']}, subset {info['rows']} rows, "
+          f"acc {info['acc']}")
     ch = info["choice"]
-    print("HVP methods, fastest of 20 single-vector calls, ms:", ", ".join(f"{m} {s * 1e3:.2f}" for m, s in ch.seconds.items()),
+    print("HVP methods, fastest of 20 single-vector calls, ms:",
+          ", ".join(f"{m} {s * 1e3:.2f}" for m, s in ch.seconds.items()),
           f"-> {ch.method}", f"(could not run: {ch.errors})" if ch.errors else "")
     names, skipped = available()
     for n, why in skipped.items():

@@ -10,7 +10,8 @@ summation order, and H = ∇²f = Σ_b ∇²f_b + c·I (the L2 part is added ana
 
 Hessian-vector products for a block V [k, D] (`HVP_METHODS`), accumulated over the row batches:
   reverse-*  double backward: g_b = ∇f_b(θ) with create_graph, then H_b v = ∇_θ (g_b · v), the
-             k cotangents through one graph (`autograd.grad(..., is_grads_batched=True)` = vmap, or a loop).
+             k cotangents through one graph (`autograd.grad(..., is_grads_batched=True)` = vmap, or a
+             loop); θ enters as one leaf per parameter tensor.
   forward-*  forward-over-reverse: H_b v = d/dε ∇f_b(θ + εv)|₀ = `jvp(grad(f_b), (θ,), (v,))`, vmapped
              over the k tangents or looped.
   reverse-cached  double backward with every batch's gradient graph built once per θ and kept, so a
@@ -23,10 +24,10 @@ Lanczos (`lanczos`): from a unit q₀, the Krylov basis Q_j = [q₀ … q_{j−1
 In floating point the q's lose orthogonality as Ritz values converge (ghost copies of λ_max); full
 reorthogonalisation removes the whole component of w = H q_j along Q_{j+1} by classical Gram–Schmidt,
 w ← w − Q(Qᵀw), done twice ("twice is enough", Parlett), which subsumes the three-term recurrence. Q and
-T are fp64 (the HVPs themselves are fp32). Ritz pairs: T_j = S Θ Sᵀ (fp64 `scipy.linalg.eigh_tridiagonal`), largest
-ALGEBRAIC first ('LA': the authors' ARPACK 'LM' returns the largest |λ|, which can be a negative
-eigenvalue); Ritz vectors y_i = Q_j s_i. The Lanczos identity H Q_j − Q_j T_j = β_j q_j e_jᵀ gives the
-residual estimate ‖H y_i − θ_i y_i‖ = β_j |s_i[−1]| at no HVP cost; when the top-k estimates are
+T are fp64 (the HVPs themselves are fp32). Ritz pairs: T_j = S Θ Sᵀ (fp64 LAPACK,
+`scipy.linalg.eigh_tridiagonal`), largest ALGEBRAIC first ('LA': the authors' ARPACK 'LM' returns the
+largest |λ|, which can be a negative eigenvalue); Ritz vectors y_i = Q_j s_i. The Lanczos identity
+H Q_j − Q_j T_j = β_j q_j e_jᵀ gives the residual estimate ‖H y_i − θ_i y_i‖ = β_j |s_i[−1]| at no HVP cost; when the top-k estimates are
 ≤ tol·|θ_i| the true residuals are computed with one extra block HVP and returned. β_j ≈ 0 is a
 breakdown: Q_j spans an invariant subspace and its Ritz pairs are exact, but a larger eigenvalue may
 lie outside it (a start orthogonal to an eigenvector never sees it), so the run continues from a seeded
