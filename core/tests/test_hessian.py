@@ -232,3 +232,13 @@ def test_frobenius_table_column_is_the_square_root_of_the_frobenius_norm_for_a_s
     fro = math.sqrt(h.frobenius_sq(op, 10, generator=torch.Generator().manual_seed(0)).value)
     col = h.frobenius_table_column(op, 10, generator=torch.Generator().manual_seed(0))
     assert fro == pytest.approx(21.0) and col == pytest.approx(math.sqrt(21.0))
+
+
+def test_trace_and_frobenius_of_the_tiny_mlp_hessian_match_the_exact_matrix(tiny):
+    op, H = h.hvp_operator(tiny["loss"], tiny["params"]), tiny["H"]
+    g = torch.Generator().manual_seed(9)
+    tr, fro2 = h.hutchinson_trace(op, 60, generator=g), h.frobenius_sq(op, 60, generator=g)
+    assert abs(tr.value - float(H.trace())) <= 4 * tr.stderr and tr.n_hvp == 60
+    assert abs(fro2.value - float(H.pow(2).sum())) <= 4 * fro2.stderr
+    col = h.frobenius_table_column(op, 60, generator=g)  # sqrt(E‖Hz‖) <= ‖H‖_F^{1/2} (Jensen)
+    assert col <= math.sqrt(math.sqrt(float(H.pow(2).sum()))) * (1 + 1e-6)
