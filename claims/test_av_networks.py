@@ -13,11 +13,13 @@ AV-2  §6 / App. H: "batch normalization seems to be a major cause for asymmetri
       by seed: prevalence(BN) − prevalence(no BN) > 0 (one-sided t).
 AV-3  §4.2, Fig. 3: "after applying a horizontal shift δ = 0.4 to the test loss, the two curves overlap
       almost perfectly ... ξ_{δ=0.4} = 0.03, which is much lower than ξ_{δ=0} = 0.22." Per seed: median
-      over asymmetric directions of ln(ξ_δ*/ξ_0); replicated iff the upper bound < ln 0.5, refuted iff
-      the lower bound > ln 0.9.
+      over asymmetric directions of ln(ξ_δ*/min(ξ_0, ξ_a*)) (the shift must beat the best vertical
+      rescaling ξ_a* too; a shift that does not overlap counts max(ratio, 0)); replicated iff the upper
+      bound < ln 0.5, refuted iff the lower bound > ln 0.9. ln(ξ_δ*/ξ_0) is the original rule's data.
 AV-4  §4.2, Fig. 4: "we verified that u is (4, 2, 0.1, 5.22)-asymmetric with respect to all neighboring
       points." 100 neighbours w* + v − ⟨v,u⟩u, v ∈ B(R); per seed the fraction keeping the sharp side
-      with c_u > 2; replicated iff the lower bound of the mean > 0.8.
+      with c_u > 2 and their own line's minimum inside |l| < 0.3R (neighbour_centre_rule; without it:
+      the original rule's data); replicated iff the lower bound of the median > 0.8.
 AV-8  §6.1, Fig. 7: "there is no 'bump' between these two solutions." SWA ↔ SGD-from-SWA, train loss
       with BN recomputed at 41 points; per seed bump ≤ τ_abs + τ_rel·max(endpoints); CP bound > 0.5.
 AV-9  §6.1, Table 1: "although the biased SWA solution has higher training loss than the solution
@@ -30,9 +32,12 @@ AV-10 §6.1, Fig. 8: "SWA has a bias on the flat side compared with the SGD solu
       w_SGD is not at the u_inter line's minimum is no evidence either way. The originally registered
       probe (judged at w_SGD) is decided beside it by the original rule.
 AV-11 §6.2, Fig. 10: along random Gaussian rays SWA looks wider than SGD although both share a basin.
-      Per seed mean width over 20 rays (rise of 1 nat); paired SWA − SGD > 0.
+      Per seed mean width over 20 rays (rise of 1 nat); paired SWA − SGD > 0. Width is a raw distance:
+      the weight norms and width/‖w‖ are reported beside it, with a norm-matched row (descriptive).
 AV-12 §5.2, Fig. 6: "after the first 40 epochs, the projected loss surfaces becomes relatively stable."
       Per seed: min over checkpoints from 40% of training of corr(profile_t, profile_final) > 0.9.
+      Controls: the final profile translated by +R/2, by −R/2, and mirrored; beside the verdict, per
+      seed, whether each checkpoint keeps the final Definition-1 flat side and how far the argmin moved.
 
 Every setting comes from claims/registry.toml. Each claim has a negative control — a landscape or a
 pairing where the claim is false — that must not come out replicated.
@@ -51,13 +56,14 @@ from core.landscape import directions as dirs
 from core.landscape.asymmetry import asymmetry_index
 from core.landscape.flat_side import flat_side_at_minimum
 from core.landscape.probes import (asymmetry_survey, flat_side_comparison, neighbour_asymmetry,
-                                   profile_correlation, random_ray_width, segment_profile,
+                                   profile_change, profile_correlation, random_ray_width, segment_profile,
                                    shift_gap)
 from core.landscape.scan import scan_lines
 from core.registry import load_registry
 from core.train import authors_selection_rule, evaluate
 from fixtures.av_probes import (flat_side_data, flat_side_settings, original_flat_side_data,
-                                original_flat_side_settings, stream, survey_settings, tier_value)
+                                original_flat_side_settings, shift_gap_settings, stream, survey_settings,
+                                tier_value)
 from fixtures.specs import tier as tier_cases
 
 ROBUSTNESS_SEEDS = 3   # other direction families run on the first 3 seeds only (descriptive table;
@@ -371,65 +377,108 @@ def _line_scans(net, tier, i, family, only_asymmetric=True):
 
 
 def _shift_gaps(net, tier, i, family, *, mirror=False, only_asymmetric=True):
-    """He Def. 3 along each line: ξ_δ, δ*, ln(ξ_δ*/ξ_0); mirror: the test curve reflected l -> −l."""
+    """He Def. 3 along each line with the revised nulls (best rescaling, overlap; registry AV-3
+    rescale_rule, ratio_rule, overlap_rule): ξ_δ, δ*, ξ_a*, the revised value and the original
+    ln(ξ_δ*/ξ_0); mirror: the test curve reflected l -> −l."""
     scans = _line_scans(net, tier, i, family, only_asymmetric)
     if scans is None:
         return None
-    st, (t, train, test) = claim_of("AV-3").settings, scans
-    frac = float(st["delta_max_frac"])
-    gap = shift_gap(t, train, test.flip(-1) if mirror else test, inner=float(st["inner_frac"]),
-                    deltas=torch.linspace(-frac, frac, int(st["delta_points"]), dtype=torch.float64))
+    t, train, test = scans
+    gap = shift_gap(t, train, test.flip(-1) if mirror else test, **shift_gap_settings(claim_of("AV-3").settings))
     return gap, t, train, test
 
 
-def _median_log_ratio(net, tier, seeds, family, mirror=False, only_asymmetric=True):
+def _seed_median(values) -> float:
+    """Median over a seed's directions, skipping no-value (nan: ξ_0 at rounding level) directions;
+    nan if none has a value (the seed then contributes nothing)."""
+    return float(torch.nanmedian(values)) if bool(torch.isfinite(values).any()) else math.nan
+
+
+def _gap_summaries(net, tier, seeds, family, mirror=False, only_asymmetric=True) -> dict[int, dict]:
+    """Per seed with a line: the revised and original per-seed medians and the flag counts."""
     out = {}
     for i in seeds:
         g = _shift_gaps(net, tier, i, family, mirror=mirror, only_asymmetric=only_asymmetric)
-        if g is not None:
-            out[i] = float(g[0].log_ratio.median())
+        if g is None:
+            continue
+        gap = g[0]
+        out[i] = {"revised": _seed_median(gap.log_ratio), "original": _seed_median(gap.original_log_ratio),
+                  "n_directions": int(gap.log_ratio.numel()), "no_overlap": int((~gap.overlaps).sum()),
+                  "degenerate": int(gap.degenerate.sum()),
+                  "median_a_star": float(gap.a_star.median()), "median_delta_star": float(gap.delta_star.median())}
     return out
+
+
+def _median_log_ratio(net, tier, seeds, family, mirror=False, only_asymmetric=True, which="revised"):
+    """{seed index: per-seed median} of the revised (or original) value; seeds without a value dropped."""
+    return {i: v[which] for i, v in _gap_summaries(net, tier, seeds, family, mirror, only_asymmetric).items()
+            if math.isfinite(v[which])}
+
+
+def _av3_flags(net, summary) -> list[str]:
+    return [f"seed {net.seeds[i].seed}: {v['no_overlap']}/{v['n_directions']} directions whose best shift does not "
+            f"overlap (value max(ratio, 0)), {v['degenerate']} with ξ_0 at rounding level (no value)"
+            for i, v in summary.items() if v["no_overlap"] or v["degenerate"]]
+
+
+def _av3_figure(net, tier, case, figure_dir, claim, main, every):
+    """Fig. 3 for an asymmetric direction if any; else a descriptive one (labelled)."""
+    if not (main or every):
+        return []
+    gap, t, train, test = _shift_gaps(net, tier, next(iter(main or every)), claim.settings["family"],
+                                      only_asymmetric=bool(main))
+    d = float(gap.delta_star[0])
+    lp = (test[0] - test[0].min() + train[0].min()).numpy()
+    shifted = np.interp(t.numpy() + d, t.numpy(), lp, left=np.nan, right=np.nan)
+    kind = "asymmetric direction" if main else "NOT asymmetric (descriptive)"
+    return [plots.shift_curves(
+        _fig(figure_dir, "AV-3", tier, case, "shift"), t, train[0], shifted, d,
+        title=f"AV-3 {case}, {kind}: ln ratio {float(gap.log_ratio[0]):+.2f} revised (a* = {float(gap.a_star[0]):.2f}"
+              f"{', NO overlap' if not bool(gap.overlaps[0]) else ''}), {float(gap.original_log_ratio[0]):+.2f} "
+              f"original (l in units of R)")]
 
 
 @pytest.mark.parametrize("tier,case", CASES)
 def test_av3_test_curve_is_a_shifted_train_curve(request, av_net, figure_dir, tier, case):
     claim, net = claim_of("AV-3"), av_net(tier, case)
     seeds = _seeds(net, claim, tier)
+    fam = claim.settings["family"]
     per_family = {f: _median_log_ratio(net, tier, _family_seeds(claim, f, seeds), f)
                   for f in claim_of("AV-1").settings["families_reported"]}
     rows = [_family_row(claim, tier, f, {"values": list(v.values())}) | {"seeds_with_asymmetry": len(v)}
             for f, v in per_family.items()]
-    main = per_family[claim.settings["family"]]
-    every = _median_log_ratio(net, tier, seeds[:ROBUSTNESS_SEEDS], claim.settings["family"],
-                              only_asymmetric=False)
+    summary = _gap_summaries(net, tier, seeds, fam)
+    main = {i: v["revised"] for i, v in summary.items() if math.isfinite(v["revised"])}
+    orig = [v["original"] for v in summary.values() if math.isfinite(v["original"])]
+    every = _gap_summaries(net, tier, seeds[:ROBUSTNESS_SEEDS], fam, only_asymmetric=False)
     rows.append({"family": f"paper, EVERY direction, first {ROBUSTNESS_SEEDS} seeds (descriptive, not the rule)",
-                 "per_seed_median_ln_ratio": [round(v, 4) for v in every.values()]})
-    figs = []
-    if main or every:   # an asymmetric direction if any; else a descriptive one (labelled)
-        gap, t, train, test = _shift_gaps(net, tier, next(iter(main or every)), claim.settings["family"],
-                                          only_asymmetric=bool(main))
-        d = float(gap.delta_star[0])
-        lp = (test[0] - test[0].min() + train[0].min()).numpy()
-        shifted = np.interp(t.numpy() + d, t.numpy(), lp, left=np.nan, right=np.nan)
-        kind = "asymmetric direction" if main else "NOT asymmetric (descriptive)"
-        figs.append(plots.shift_curves(
-            _fig(figure_dir, "AV-3", tier, case, "shift"), t, train[0], shifted, d,
-            title=f"AV-3 {case}, {kind}: ξ_δ*/ξ_0 = {math.exp(float(gap.log_ratio[0])):.2f} (l in units of R)"))
+                 "per_seed_median_ln_ratio": [round(v["revised"], 4) for v in every.values()],
+                 "per_seed_median_ln_ratio_original": [round(v["original"], 4) for v in every.values()],
+                 "no_overlap": [f"{v['no_overlap']}/{v['n_directions']}" for v in every.values()]})
+    figs = _av3_figure(net, tier, case, figure_dir, claim, main, every)
     check_claim(request, "AV-3", tier=tier, case=case, data={"values": list(main.values())},
+                original_data={"values": orig},
                 per_seed={"median_log_xi_ratio": list(main.values()),
+                          "median_log_xi_ratio_original": [summary[i]["original"] for i in main],
+                          "directions_no_overlap": [float(summary[i]["no_overlap"]) for i in main],
+                          "directions_xi0_at_rounding": [float(summary[i]["degenerate"]) for i in main],
+                          "median_a_star": [summary[i]["median_a_star"] for i in main],
                           "seed": [float(net.seeds[i].seed) for i in main]},
-                figures=figs, tables={"direction families (AV-3 rule per family)": rows,
-                                      "seeds": _status_table(net, claim, tier)})
+                flags=_av3_flags(net, summary), figures=figs,
+                tables={"direction families (AV-3 rule per family)": rows,
+                        "seeds": _status_table(net, claim, tier)})
 
 
 @pytest.mark.parametrize("tier,case", CASES)
 def test_av3_control_mirrored_test_curve(request, av_net, tier, case):
-    """A test curve reflected l -> −l: no horizontal shift can undo a reflection of an asymmetric curve."""
+    """A test curve reflected l -> −l: no horizontal shift can undo a reflection of an asymmetric curve
+    (the revised probe: a shift that does not overlap counts max(ratio, 0))."""
     claim, net = claim_of("AV-3"), av_net(tier, case)
-    vals = list(_median_log_ratio(net, tier, _seeds(net, claim, tier), claim.settings["family"],
-                                  mirror=True).values())
+    summary = _gap_summaries(net, tier, _seeds(net, claim, tier), claim.settings["family"], mirror=True)
+    vals = [v["revised"] for v in summary.values() if math.isfinite(v["revised"])]
     check_control(request, "AV-3", tier=tier, case=f"control: mirrored test curve ({case})",
-                  data={"values": vals}, per_seed={"median_log_xi_ratio": vals})
+                  data={"values": vals}, per_seed={"median_log_xi_ratio": vals,
+                                                   "median_log_xi_ratio_original": [v["original"] for v in summary.values()]})
 
 
 # ---------------------------------------------------------------- AV-4: neighbours
@@ -459,6 +508,7 @@ def test_av4_asymmetry_persists_at_neighbours(request, av_net, figure_dir, tier,
         res[i], _ = _neighbours(net, survey, net.model, seed.sgd, seed.sgd_buffers,
                                 key=(seed.seed, "AV-4"), bn=bn)
     frac = [float(r.fraction) for r in res.values()]
+    original = [float(r.original_fraction) for r in res.values()]
     first, label = next(iter(res.values()), None), "asymmetric direction"
     if first is None and _seeds(net, claim, tier):  # Fig. 4 anyway, around the largest-c direction
         i = _seeds(net, claim, tier)[0]
@@ -469,10 +519,16 @@ def test_av4_asymmetry_persists_at_neighbours(request, av_net, figure_dir, tier,
     figs = [] if first is None else [plots.neighbour_band(
         _fig(figure_dir, "AV-4", tier, case, "neighbours"), first.steps, first.losses.mean(0),
         first.losses.std(0),
-        title=f"AV-4 {label}: {int(first.keeps.sum())}/{first.keeps.numel()} keep c > 2")]
-    check_claim(request, "AV-4", tier=tier, case=case, data={"values": frac},
-                per_seed={"fraction_kept": frac, "seed": [float(net.seeds[i].seed) for i in res]},
-                figures=figs, tables={"seeds": _status_table(net, claim, tier)})
+        title=f"AV-4 {label}: {int(first.keeps.sum())}/{first.keeps.numel()} keep c > 2 "
+              f"({int(first.n_not_centred)} not at their line's minimum)")]
+    flags = [f"seed {net.seeds[i].seed}: {int(r.n_not_centred)}/{r.keeps.numel()} neighbours not at their line's "
+             f"minimum (neighbour_centre_rule: never a success)" for i, r in res.items() if int(r.n_not_centred)]
+    check_claim(request, "AV-4", tier=tier, case=case, data={"values": frac}, original_data={"values": original},
+                per_seed={"fraction_kept": frac, "fraction_kept_original": original,
+                          "neighbours_not_centred": [float(r.n_not_centred) for r in res.values()],
+                          "reference_centred": [float(r.ref_centred) for r in res.values()],
+                          "seed": [float(net.seeds[i].seed) for i in res]},
+                flags=flags, figures=figs, tables={"seeds": _status_table(net, claim, tier)})
 
 
 @pytest.mark.parametrize("tier,case", CASES)
@@ -698,6 +754,34 @@ def _width_probe(net, i, claim, tier):
     return swa, sgd
 
 
+def _norm_columns(res) -> dict:
+    """Descriptive per-seed columns (not the rule): the weight norms of both solutions and the widths
+    divided by them. Width is a raw distance, so on BN (scale-invariant) layers the same function at a
+    larger norm looks wider (core/tests/test_av_controls.py): a replication may be a norm effect."""
+    n_swa, n_sgd = [float(s.weight_norm) for s, _ in res], [float(g.weight_norm) for _, g in res]
+    return {"norm_swa": n_swa, "norm_sgd_from_swa": n_sgd, "norm_ratio_swa_over_sgd": [a / b for a, b in zip(n_swa, n_sgd)],
+            "rel_width_swa": [float(s.relative_mean_width) for s, _ in res],
+            "rel_width_sgd_from_swa": [float(g.relative_mean_width) for _, g in res]}
+
+
+def _norm_matched(claim, net, seeds, res) -> tuple[list[dict], list[dict]]:
+    """The norm-matched row (widths / ‖w‖, paired difference, the same rule: descriptive, never the
+    verdict) and the per-seed table behind it."""
+    cols = _norm_columns(res)
+    ra, rb = cols["rel_width_swa"], cols["rel_width_sgd_from_swa"]
+    r = stats.decide(claim.rule, load_registry().alpha_for(claim.id), {"a": ra, "b": rb})
+    row = [{"quantity": "width / ||w|| (descriptive, NOT the verdict)", "n": r.n,
+            "median_difference_swa_minus_sgd": round(r.estimate, 6), "ci": [round(r.ci[0], 6), round(r.ci[1], 6)],
+            "verdict_under_the_same_rule": r.verdict}]
+    table = [{"seed": net.seeds[i].seed, "width_swa": round(float(s.mean_width), 4),
+              "width_sgd_from_swa": round(float(g.mean_width), 4), "norm_swa": round(float(s.weight_norm), 4),
+              "norm_sgd_from_swa": round(float(g.weight_norm), 4),
+              "norm_ratio": round(float(s.weight_norm / g.weight_norm), 5),
+              "rel_width_swa": round(float(s.relative_mean_width), 6),
+              "rel_width_sgd_from_swa": round(float(g.relative_mean_width), 6)} for i, (s, g) in zip(seeds, res)]
+    return row, table
+
+
 @pytest.mark.parametrize("tier,case", CASES)
 def test_av11_random_rays_make_swa_look_wider(request, av_net, figure_dir, tier, case):
     claim, net = claim_of("AV-11"), av_net(tier, case)
@@ -707,11 +791,15 @@ def test_av11_random_rays_make_swa_look_wider(request, av_net, figure_dir, tier,
     swa0, sgd0 = res[0]
     fig = plots.random_rays(_fig(figure_dir, "AV-11", tier, case, "rays"), swa0.steps, swa0.losses,
                             sgd0.losses, ("SWA", "SGD from SWA"), title=f"AV-11 {case}: random Gaussian rays")
+    row, table = _norm_matched(claim, net, seeds, res)
     check_claim(request, "AV-11", tier=tier, case=case, data={"a": a, "b": b},
                 per_seed={"width_swa": a, "width_sgd_from_swa": b,
                           "censored_swa": [float(s.censored.double().mean()) for s, _ in res],
-                          "censored_sgd": [float(g.censored.double().mean()) for _, g in res]},
-                figures=[fig], tables={"seeds": _status_table(net, claim, tier)})
+                          "censored_sgd": [float(g.censored.double().mean()) for _, g in res],
+                          **_norm_columns(res)},
+                figures=[fig], tables={"norm-matched widths (descriptive, not the verdict)": row,
+                                       "weight norms and relative widths per seed (descriptive)": table,
+                                       "seeds": _status_table(net, claim, tier)})
 
 
 @pytest.mark.parametrize("tier,case", CASES)
@@ -725,33 +813,62 @@ def test_av11_control_arms_swapped(request, av_net, tier, case):
 
 # ---------------------------------------------------------------- AV-12: early-stable profile
 
-def _profiles(net, i, claim, tier, *, moving=False):
-    """Loss along AV-1's first asymmetric direction (largest c if none) at every checkpoint from
-    from_fraction of training on, and at the final SGD solution; optionally a 'moving valley' control
-    where each checkpoint profile is replaced by the final one translated by ±R/2."""
-    return net.memo(("AV-12", i, moving), lambda: _profile_probe(net, i, claim, tier, moving))
+TRANSLATIONS = {"+R/2": 0.5, "-R/2": -0.5}   # control: the final profile read at l + s (units of R)
 
 
-def _profile_probe(net, i, claim, tier, moving):
-    st, seed = claim.settings, net.seeds[i]
+def _av12_direction(net, i, claim):
+    """AV-1's first asymmetric direction at the final SGD solution (largest c if none), scaled by its R,
+    so the grid t ∈ [−1, 1] spans [−R, R]; and whether it is asymmetric."""
     surv = net.survey(i, "paper", claim_of("AV-1"))
     asym = torch.nonzero(surv.asymmetric).flatten()
     j = int(asym[0]) if asym.numel() else int(torch.nan_to_num(surv.c, nan=-1).argmax())
-    u = {k: v[j:j + 1] * float(surv.R[j]) for k, v in surv.directions.items()}
+    return {k: v[j:j + 1] * float(surv.R[j]) for k, v in surv.directions.items()}, bool(asym.numel())
+
+
+def _profiles(net, i, claim, tier):
+    """Loss along the fixed direction at every checkpoint from from_fraction of training on, and at the
+    final SGD solution: (corr [T], epochs, t, profiles [T, s], had_asymmetric_direction, final [s])."""
+    return net.memo(("AV-12", i), lambda: _profile_probe(net, i, claim, tier))
+
+
+def _profile_probe(net, i, claim, tier):
+    st, seed = claim.settings, net.seeds[i]
+    u, had_asym = _av12_direction(net, i, claim)
     t = torch.linspace(-1, 1, int(st["n_points"]))
     bn = tier_value(st["bn_mode"], tier)
     last = max(seed.checkpoints)
     epochs = [e for e in sorted(seed.checkpoints) if e >= float(st["from_fraction"]) * last]
-    # the final profile and, for the control, the final one translated by ±R/2: one scan of 3 grids
-    grids = torch.cat([t, t + 0.5, t - 0.5]) if moving else t
-    final, *moved = scan_lines(net.model, seed.sgd, seed.sgd_buffers, u, grids, net.x_train, net.y_train,
-                               bn=bn)[0].split(len(t))
-    if moving:  # checkpoint k sees the valley moved by +R/2 (k even) or −R/2 (k odd)
-        profs = torch.stack([moved[k % 2] for k in range(len(epochs))])
-    else:  # each checkpoint has its own BN buffers, hence one scan per checkpoint
-        profs = torch.stack([scan_lines(net.model, *seed.checkpoints[e], u, t, net.x_train, net.y_train,
-                                        bn=bn)[0] for e in epochs])
-    return profile_correlation(profs, final), epochs, t, profs, bool(asym.numel())
+    final = scan_lines(net.model, seed.sgd, seed.sgd_buffers, u, t, net.x_train, net.y_train, bn=bn)[0]
+    # each checkpoint has its own BN buffers, hence one scan per checkpoint
+    profs = torch.stack([scan_lines(net.model, *seed.checkpoints[e], u, t, net.x_train, net.y_train,
+                                    bn=bn)[0] for e in epochs])
+    return profile_correlation(profs, final), epochs, t, profs, had_asym, final
+
+
+def _translated(net, i, claim, tier):
+    """Control profiles: the final solution's loss along the direction read at l ± R/2 (one scan of
+    both grids), {label: [s]}."""
+    def compute():
+        st, seed = claim.settings, net.seeds[i]
+        u, _ = _av12_direction(net, i, claim)
+        t = torch.linspace(-1, 1, int(st["n_points"]))
+        grids = torch.cat([t + s for s in TRANSLATIONS.values()])
+        out = scan_lines(net.model, seed.sgd, seed.sgd_buffers, u, grids, net.x_train, net.y_train,
+                         bn=tier_value(st["bn_mode"], tier))[0].split(len(t))
+        return dict(zip(TRANSLATIONS, out))
+    return net.memo(("AV-12 translated", i), compute)
+
+
+def _changes(claim, res):
+    """Descriptive columns (not the rule): per seed, whether every checkpoint's Definition-1 flat side
+    equals the final one, the fraction that do, and the largest argmin move (units of R)."""
+    r_frac = float(claim_of("AV-1").settings["r_frac"])
+    ch = [profile_change(t.double(), profs.double(), final.double(), r_frac=r_frac)
+          for _, _, t, profs, _, final in res]
+    return ch, {"flat_side_same_all": [float(c.same_flat_side.all()) for c in ch],
+                "flat_side_same_fraction": [float(c.same_flat_side.double().mean()) for c in ch],
+                "max_argmin_shift_R": [float(c.argmin_shift.max()) for c in ch],
+                "final_flat_side": [float(c.final_flat_side) for c in ch]}
 
 
 @pytest.mark.parametrize("tier,case", CASES)
@@ -760,19 +877,44 @@ def test_av12_profile_stabilises_early(request, av_net, figure_dir, tier, case):
     seeds = _seeds(net, claim, tier)
     res = [_profiles(net, i, claim, tier) for i in seeds]
     mins = [float(r[0].min()) for r in res]
-    corr0, epochs, t, profs, _ = res[0]
+    corr0, epochs, t, profs, _, _ = res[0]
+    ch, cols = _changes(claim, res)
     fig = plots.flat_side_curves(_fig(figure_dir, "AV-12", tier, case, "profiles"), t, profs,
                                  [f"epoch {e}" for e in epochs],
                                  title=f"AV-12 {case}: loss along a fixed direction from epoch {epochs[0]}")
     check_claim(request, "AV-12", tier=tier, case=case, data={"values": mins},
-                per_seed={"min_corr": mins, "had_asymmetric_direction": [float(r[4]) for r in res]},
-                figures=[fig], tables={"seed 0 correlation by checkpoint": [
-                    {"epoch": e, "corr": round(float(c), 4)} for e, c in zip(epochs, corr0)]})
+                per_seed={"min_corr": mins, "had_asymmetric_direction": [float(r[4]) for r in res], **cols},
+                figures=[fig], tables={"seed 0 correlation by checkpoint (flat side, argmin move: descriptive)": [
+                    {"epoch": e, "corr": round(float(c), 4), "flat_side": int(f), "same_flat_side_as_final": bool(k),
+                     "argmin_shift_R": round(float(m), 4)}
+                    for e, c, f, k, m in zip(epochs, corr0, ch[0].flat_side, ch[0].same_flat_side, ch[0].argmin_shift)],
+                    "seeds": _status_table(net, claim, tier)})
+
+
+@pytest.mark.parametrize("shift", list(TRANSLATIONS), ids=["plus_R_over_2", "minus_R_over_2"])
+@pytest.mark.parametrize("tier,case", CASES)
+def test_av12_control_translated_valley(request, av_net, tier, case, shift):
+    """Every checkpoint profile replaced by the final one read at l + s, s = +R/2 or −R/2, as two
+    separate controls (the registered ±R/2 control failed only through its +R/2 half on a
+    Definition-1 valley: core/tests/test_probe_audit.py). Each must not come out replicated."""
+    claim, net = claim_of("AV-12"), av_net(tier, case)
+    seeds = _seeds(net, claim, tier)
+    corr = [float(profile_correlation(_translated(net, i, claim, tier)[shift][None], _profiles(net, i, claim, tier)[5])[0])
+            for i in seeds]
+    check_control(request, "AV-12", tier=tier, case=f"control: valley translated by {shift} ({case})",
+                  data={"values": corr}, per_seed={"min_corr": corr})
 
 
 @pytest.mark.parametrize("tier,case", CASES)
-def test_av12_control_moving_valley(request, av_net, tier, case):
+def test_av12_control_mirrored_profile(request, av_net, tier, case):
+    """Every checkpoint profile replaced by the final one mirrored (l -> −l: the flat side flipped, as
+    AV-3's control). Decided on the seeds whose direction is Definition-1 asymmetric: on a direction that
+    is not, mirroring need not change the asymmetry, so it is no negative control there (those seeds are
+    listed in the per-seed columns, not decided)."""
     claim, net = claim_of("AV-12"), av_net(tier, case)
-    mins = [float(_profiles(net, i, claim, tier, moving=True)[0].min()) for i in _seeds(net, claim, tier)]
-    check_control(request, "AV-12", tier=tier, case=f"control: valley translated by ±R/2 ({case})",
-                  data={"values": mins}, per_seed={"min_corr": mins})
+    res = [_profiles(net, i, claim, tier) for i in _seeds(net, claim, tier)]
+    corr = [float(profile_correlation(r[5].flip(-1)[None], r[5])[0]) for r in res]
+    used = [c for c, r in zip(corr, res) if r[4]]
+    check_control(request, "AV-12", tier=tier, case=f"control: mirrored final profile ({case})",
+                  data={"values": used}, per_seed={"min_corr_all_seeds": corr,
+                                                   "had_asymmetric_direction": [float(r[4]) for r in res]})

@@ -14,6 +14,7 @@ reduced to one number per seed by the claim modules, never here. Scan options ar
                             registered; the revised probe, judged at each line's minimum, is flat_side.py)
     random_ray_width        §6.2, Fig. 10: width along random rays (AV-11)
     profile_correlation     §5.2, Fig. 6: profile stabilisation during training (AV-12)
+    profile_change          AV-12, descriptive: flat side and argmin of each checkpoint profile vs the final one
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from core.landscape.scan import scan_lines, scan_lines_from
 __all__ = [
     "SurveyResult", "asymmetry_survey", "ShiftGap", "shift_gap", "NeighbourResult", "neighbour_asymmetry",
     "SegmentProfile", "segment_profile", "FlatSideResult", "flat_side_comparison", "RayWidthResult",
-    "random_ray_width", "profile_correlation",
+    "random_ray_width", "profile_correlation", "ProfileChange", "profile_change", "ROUNDING",
 ]
 
 Params = Mapping[str, Tensor]
@@ -214,14 +215,31 @@ def _windows(asym_s: Tensor, in_set: list[bool], ref: int) -> tuple[Tensor, Tens
 
 @dataclass(frozen=True)
 class ShiftGap:
-    """Definition-3 shift gap along lines, batched over the leading dims of the loss arrays."""
+    """Definition-3 shift gap along lines, batched over the leading dims "..." of the loss arrays.
+
+    `log_ratio` is the revised per-direction value (a horizontal shift must beat no shift AND the best
+    vertical rescaling, and must overlap); `original_log_ratio` is ln(ξ_δ*/ξ_0), the rule as first
+    registered. Flagged lines (no overlap, or ξ_0 at rounding level) carry their no-evidence value.
+    """
 
     deltas: Tensor  # [d] candidate shifts (units of steps)
     xi: Tensor  # [..., d] ξ_δ = max_{|l| ≤ inner} |L′(l + δ) − L̂(l)|
     xi0: Tensor  # [...] ξ_0
     delta_star: Tensor  # [...] argmin_δ ξ_δ
     xi_star: Tensor  # [...] ξ_δ*
-    log_ratio: Tensor  # [...] log(ξ_δ* / ξ_0) (natural log; ≤ 0 when 0 is a candidate)
+    rescales: Tensor  # [a] candidate vertical factors of the test curve about its minimum
+    a_star: Tensor  # [...] argmin_a of the rescaling gap
+    xi_rescaled: Tensor  # [...] ξ_a* = min_a max_{|l| ≤ inner} |a(L − min L) + min L̂ − L̂|
+    window_range: Tensor  # [...] max − min of L̂ on the inner window (the overlap scale, nats)
+    overlaps: Tensor  # [...] bool: ξ_δ* ≤ overlap_frac × window_range ('overlap almost perfectly')
+    degenerate: Tensor  # [...] bool: ξ_0 ≤ 1e-12 × the train line's range (no gap to explain)
+    flagged: Tensor  # [...] bool: degenerate or not overlapping
+    ratio: Tensor  # [...] ln(ξ_δ* / min(ξ_0, ξ_a*)), both floored at rounding level
+    log_ratio: Tensor  # [...] revised value: ratio; max(ratio, 0) if no overlap; nan if degenerate
+    original_log_ratio: Tensor  # [...] ln(ξ_δ*/ξ_0) (≤ 0 when 0 is a candidate; the original rule)
+
+
+ROUNDING = 1e-12  # relative to a curve's range: gaps below this are rounding, not evidence
 
 
 def _interp(steps: Tensor, values: Tensor, q: Tensor) -> Tensor:
@@ -232,37 +250,70 @@ def _interp(steps: Tensor, values: Tensor, q: Tensor) -> Tensor:
     return values[..., j] * (1 - w) + values[..., j + 1] * w
 
 
-def shift_gap(steps: Tensor, train: Tensor, test: Tensor, *, deltas: Tensor, inner: float) -> ShiftGap:
-    """He et al. §4.2, Definition 3 along a line (Assumption 1, Fig. 3).
-
-    L′ = test − min_l test + min_l train (minima over the scanned line: the vertical offset removed);
-    ξ_δ = max over grid points |l| ≤ inner of |L′(l + δ) − L̂(l)|, L′ linearly interpolated on the grid;
-    δ* = argmin_δ ξ_δ over `deltas`; reported log(ξ_δ*/ξ_0). A test curve equal to the train curve
-    shifted right by δ₀ (test(l) = train(l − δ₀)) gives δ* = δ₀ and ξ_δ* = 0. Every l + δ must stay
-    on the grid: inner + max|δ| ≤ max|l|.
-    """
-    steps = steps.to(torch.float64)
+def _check_shift_inputs(steps: Tensor, train: Tensor, test: Tensor, deltas, inner, rescales, overlap_frac):
     if steps.dim() != 1 or steps.numel() < 3 or not (steps.diff() > 0).all():
         raise ValueError(f"steps must be an increasing 1-D grid of ≥ 3 points; got {tuple(steps.shape)}")
     if train.shape != test.shape or train.shape[-1] != steps.shape[0]:
         raise ValueError(f"train {tuple(train.shape)} and test {tuple(test.shape)} must both be [..., {steps.shape[0]}]")
-    inner = _positive("inner", inner)
+    inner, frac = _positive("inner", inner), _positive("overlap_frac", overlap_frac)
     deltas = torch.as_tensor(deltas, dtype=torch.float64, device=steps.device).flatten()
+    a = torch.as_tensor(rescales, dtype=torch.float64, device=steps.device).flatten()
+    if a.numel() < 1 or not bool((a > 0).all() & torch.isfinite(a).all()):
+        raise ValueError(f"rescales must be ≥ 1 positive finite factors; got {a.tolist()}")
     reach, tol = inner + float(deltas.abs().max()), 1e-6 * float(steps[-1] - steps[0])  # tol: float32 δ grids
     if float(steps[0]) > -reach + tol or float(steps[-1]) < reach - tol:
         raise ValueError(f"inner + max|δ| = {reach:.4g} leaves the grid [{float(steps[0]):.4g}, {float(steps[-1]):.4g}]")
+    return inner, frac, deltas, a
+
+
+def shift_gap(steps: Tensor, train: Tensor, test: Tensor, *, deltas: Tensor, inner: float, rescales: Tensor,
+              overlap_frac: float) -> ShiftGap:
+    """He et al. §4.2, Definition 3 along a line (Assumption 1, Fig. 3), with the revised AV-3 nulls.
+
+    L′ = test − min_l test + min_l train (minima over the scanned line: the vertical offset removed);
+    ξ_δ = max over grid points |l| ≤ inner of |L′(l + δ) − L̂(l)|, L′ linearly interpolated on the grid;
+    δ* = argmin_δ ξ_δ over `deltas`. A test curve equal to the train curve shifted right by δ₀
+    (test(l) = train(l − δ₀)) gives δ* = δ₀ and ξ_δ* = 0. Every l + δ must stay on the grid:
+    inner + max|δ| ≤ max|l|.
+
+    A shift must beat a vertical rescaling too (a steeper test curve is not a shifted one, yet a shift
+    towards the flat side trades the sharp-side error for a smaller flat-side one):
+    ξ_a* = min over `rescales` a of max_{|l| ≤ inner} |a(L(l) − min L) + min L̂ − L̂(l)| (a = 1 is ξ_0);
+    ratio = ln(ξ_δ*/min(ξ_0, ξ_a*)), each gap floored at ROUNDING × the train line's range. It must
+    overlap: ξ_δ* ≤ overlap_frac × the range of L̂ on the window, else the line is flagged and its value
+    is max(ratio, 0) (no overlap is evidence against Assumption 1, never for it; this also keeps a
+    mirrored curve, which a shift partly undoes, from reading as a shift). ξ_0 at rounding level
+    (test = train up to an offset): nan, flagged — there is no gap for a shift to explain.
+    """
+    steps = steps.to(torch.float64)
+    inner, frac, deltas, a = _check_shift_inputs(steps, train, test, deltas, inner, rescales, overlap_frac)
     train, test = train.to(torch.float64), test.to(torch.float64)
     lprime = test - test.amin(-1, keepdim=True) + train.amin(-1, keepdim=True)
     win = steps.abs() <= inner * (1 + 1e-9)
-    lw = steps[win]
+    lw, target = steps[win], train[..., win]
     q = (lw.unsqueeze(0) + deltas.unsqueeze(1)).clamp(steps[0], steps[-1])  # [d, m]; clamp: rounding only
     shifted = _interp(steps, lprime, q.flatten()).unflatten(-1, q.shape)  # [..., d, m]
-    xi = (shifted - train[..., win].unsqueeze(-2)).abs().amax(-1)
-    xi0 = (lprime[..., win] - train[..., win]).abs().amax(-1)
+    xi = (shifted - target.unsqueeze(-2)).abs().amax(-1)
+    xi0 = (lprime[..., win] - target).abs().amax(-1)
     best = xi.argmin(-1)
     xi_star = xi.gather(-1, best.unsqueeze(-1)).squeeze(-1)
-    return ShiftGap(deltas=deltas, xi=xi, xi0=xi0, delta_star=deltas[best], xi_star=xi_star,
-                    log_ratio=torch.log(xi_star / xi0))
+    rise = (test - test.amin(-1, keepdim=True))[..., win]  # [..., m]
+    fit = a.view(-1, 1) * rise.unsqueeze(-2) + train.amin(-1, keepdim=True).unsqueeze(-1)  # [..., a, m]
+    xi_a_all = (fit - target.unsqueeze(-2)).abs().amax(-1)
+    best_a = xi_a_all.argmin(-1)
+    xi_a = xi_a_all.gather(-1, best_a.unsqueeze(-1)).squeeze(-1)
+    floor = ROUNDING * (train.amax(-1) - train.amin(-1))
+    degenerate = xi0 <= floor
+    w_range = target.amax(-1) - target.amin(-1)
+    overlaps = xi_star <= frac * w_range
+    ratio = torch.log(xi_star.maximum(floor).clamp_min(1e-300) /
+                      torch.minimum(xi0, xi_a).maximum(floor).clamp_min(1e-300))
+    value = torch.where(overlaps, ratio, ratio.clamp_min(0.0))
+    return ShiftGap(deltas=deltas, xi=xi, xi0=xi0, delta_star=deltas[best], xi_star=xi_star, rescales=a,
+                    a_star=a[best_a], xi_rescaled=xi_a, window_range=w_range, overlaps=overlaps,
+                    degenerate=degenerate, flagged=degenerate | ~overlaps, ratio=ratio,
+                    log_ratio=torch.where(degenerate, torch.nan, value),
+                    original_log_ratio=torch.log(xi_star / xi0))
 
 
 # ---------------------------------------------------------------- §4.2, Assumption 2: neighbours
@@ -279,8 +330,14 @@ class NeighbourResult:
     c: Tensor  # [n]
     flat_side: Tensor  # [n]
     asymmetric: Tensor  # [n] bool (valley and c > c_threshold)
-    keeps: Tensor  # [n] bool: same flat side as at w and asymmetric
+    centred: Tensor  # [n] bool: the neighbour's own line minimum lies in |l| < r_frac·R
+    keeps: Tensor  # [n] bool: same flat side as at w, asymmetric, and centred (neighbour_centre_rule)
     fraction: Tensor  # [] mean of keeps
+    n_not_centred: Tensor  # [] int64: neighbours flagged 'not at its line's minimum' (never a success)
+    l_min: Tensor  # [n] grid minimiser of each neighbour's line (units of l)
+    ref_centred: Tensor  # [] bool: the line through w itself has its minimum in |l| < r_frac·R
+    original_keeps: Tensor  # [n] bool: flat side kept and asymmetric, no centre rule (as first registered)
+    original_fraction: Tensor  # [] mean of original_keeps
     v_norm: Tensor  # [n] ‖v‖ ≤ R′ (before projection)
 
 
@@ -291,7 +348,12 @@ def neighbour_asymmetry(model, params: Params, buffers: Params, u: Params, R: fl
     """He et al. §4.2, Assumption 2 (Fig. 4): v uniform in the ball B(R′) (R′ = `radius`, default R),
     i.e. v = R′·U^{1/D}·g/‖g‖ with g Gaussian, U ~ U[0,1), D = number of coordinates; neighbour
     w′ = w + v − ⟨v,u⟩u; the loss along u at w′ on n_points of [−R, R]; Definition-1 index at each.
-    `keeps` = the neighbour's flat side equals the one at w and c > c_threshold. u: one unit direction.
+    `keeps` = the neighbour's flat side equals the one at w, c > c_threshold, and (centre rule) the
+    minimum of the neighbour's own line lies inside |l| < r_frac·R: Definition 1 is about a valley
+    centred at the point, and a neighbour off its line's minimum (a curved valley floor) sees a
+    descent-then-rise that reads as asymmetry even in a symmetric valley. Such neighbours are counted
+    (`n_not_centred`) and are never a success. `original_*`: the rule without the centre condition.
+    u: one unit direction.
     """
     R = _positive("R", float(R))
     rad = R if radius is None else _positive("radius", radius)
@@ -309,10 +371,14 @@ def neighbour_asymmetry(model, params: Params, buffers: Params, u: Params, R: fl
     t = torch.linspace(-R, R, n_points, dtype=torch.float64, device=device)
     L = scan_lines_from(model, origins, buffers, _one(u), t.to(dtype), x, y, **_kw(bn, ref_x, loss, scan_kw))
     a = asymmetry_index(t, L, r_frac=r_frac, c_threshold=c_threshold)
-    keeps = (a.flat_side[1:] == a.flat_side[0]) & a.asymmetric[1:]
+    centred = _centred(t / R, L, r_frac)  # [n + 1]
+    original = (a.flat_side[1:] == a.flat_side[0]) & a.asymmetric[1:]
+    keeps = original & centred[1:]
     return NeighbourResult(steps=t, ref_losses=L[0], ref_c=a.c[0], ref_flat_side=a.flat_side[0], losses=L[1:],
-                           c=a.c[1:], flat_side=a.flat_side[1:], asymmetric=a.asymmetric[1:], keeps=keeps,
-                           fraction=keeps.double().mean(), v_norm=r)
+                           c=a.c[1:], flat_side=a.flat_side[1:], asymmetric=a.asymmetric[1:], centred=centred[1:],
+                           keeps=keeps, fraction=keeps.double().mean(), n_not_centred=(~centred[1:]).sum(),
+                           l_min=t[L[1:].argmin(-1)], ref_centred=centred[0], original_keeps=original,
+                           original_fraction=original.double().mean(), v_norm=r)
 
 
 # ---------------------------------------------------------------- §6.1, Fig. 7: segment profile
@@ -429,6 +495,8 @@ class RayWidthResult:
     mean_width: Tensor  # [] mean over rays, censored rays counted as max_dist (then a lower bound)
     steps: Tensor  # [s] distances 0..max_dist
     losses: Tensor  # [k, s]
+    weight_norm: Tensor  # [] ‖w‖ over every parameter tensor (descriptive: see relative_mean_width)
+    relative_mean_width: Tensor  # [] mean_width / ‖w‖ (descriptive; the registered width is raw distance)
 
 
 def random_ray_width(model, params: Params, buffers: Params, x: Tensor, y: Tensor, *, directions: Params,
@@ -437,7 +505,11 @@ def random_ray_width(model, params: Params, buffers: Params, x: Tensor, y: Tenso
     """He et al. §6.2, Fig. 10 (AV-11), after Izmailov et al.'s rays: per unit direction v the distance
     where train loss first rises by delta_rise above L(w), linear interpolation on n_points of [0, max_dist].
     (Computed with `radius_for_rise` on the ray mirrored into a symmetric line, whose two sides coincide.)
-    On a quadratic L(w + l·v) = L(w) + κl²/2 the width is sqrt(2Δ/κ)."""
+    On a quadratic L(w + l·v) = L(w) + κl²/2 the width is sqrt(2Δ/κ).
+
+    The width is a raw weight-space distance, so on a scale-invariant landscape (layers followed by
+    BN) the same function at c·w is c times wider: `weight_norm` and `relative_mean_width` are reported
+    beside it so a norm difference between two solutions can be told from a wider basin (descriptive)."""
     delta, dmax = _positive("delta_rise", delta_rise), _positive("max_dist", max_dist)
     n = _count("n_points", n_points, 3)
     device, dtype = _like(params)
@@ -446,8 +518,10 @@ def random_ray_width(model, params: Params, buffers: Params, x: Tensor, y: Tenso
     sym_steps = torch.cat([-steps[1:].flip(0), steps])
     width = radius_for_rise(sym_steps, torch.cat([L[:, 1:].flip(-1), L], dim=-1), delta)
     censored = ~torch.isfinite(width)
-    return RayWidthResult(widths=width, censored=censored, mean_width=torch.where(censored, dmax, width).mean(),
-                          steps=steps, losses=L)
+    mean = torch.where(censored, dmax, width).mean()
+    w_norm = dirs.norm(params).to(mean.dtype)
+    return RayWidthResult(widths=width, censored=censored, mean_width=mean, steps=steps, losses=L,
+                          weight_norm=w_norm, relative_mean_width=mean / w_norm)
 
 
 # ---------------------------------------------------------------- §5.2, Fig. 6: profile stabilisation
@@ -461,3 +535,28 @@ def profile_correlation(profiles_t: Tensor, profile_final: Tensor) -> Tensor:
     a = profiles_t.double() - profiles_t.double().mean(-1, keepdim=True)
     b = (profile_final.double() - profile_final.double().mean(-1, keepdim=True)).unsqueeze(-2)
     return (a * b).sum(-1) / (a.square().sum(-1) * b.square().sum(-1)).sqrt()
+
+
+@dataclass(frozen=True)
+class ProfileChange:
+    """What a correlation cannot see (AV-12, descriptive): per checkpoint, whether the Definition-1 flat
+    side along the fixed direction is the final one, and how far the profile's minimum moved."""
+
+    flat_side: Tensor  # [..., T] ±1 flat side of each checkpoint profile on the window (r_frac·R, R)
+    final_flat_side: Tensor  # [...] ±1 flat side of the final profile
+    same_flat_side: Tensor  # [..., T] bool
+    argmin_shift: Tensor  # [..., T] |argmin profile_t − argmin final| (units of steps)
+
+
+def profile_change(steps: Tensor, profiles_t: Tensor, profile_final: Tensor, *, r_frac: float = 0.3) -> ProfileChange:
+    """Flat side (Definition 1's window, `asymmetry_index`) and grid argmin of each checkpoint profile
+    [..., T, s] against the final one [..., s], on the symmetric uniform grid steps [s]."""
+    if profiles_t.shape[-1] != profile_final.shape[-1] or profiles_t.shape[-1] != steps.shape[-1]:
+        raise ValueError(f"profiles_t {tuple(profiles_t.shape)}, profile_final {tuple(profile_final.shape)} and "
+                         f"steps {tuple(steps.shape)} must share the last dim")
+    steps = steps.to(torch.float64)
+    side_t = asymmetry_index(steps, profiles_t.double(), r_frac=r_frac).flat_side
+    side_f = asymmetry_index(steps, profile_final.double(), r_frac=r_frac).flat_side
+    shift = (steps[profiles_t.argmin(-1)] - steps[profile_final.argmin(-1)].unsqueeze(-1)).abs()
+    return ProfileChange(flat_side=side_t, final_flat_side=side_f, same_flat_side=side_t == side_f.unsqueeze(-1),
+                         argmin_shift=shift)

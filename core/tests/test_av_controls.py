@@ -17,6 +17,10 @@ AV-10 (§6.1, Fig. 8)  symmetric non-quadratic valley, w_SGD on one side of its 
 AV-1  (§3.2, Def. 1)  lines asymmetric only at a ~0.1-nat or only at a ~3-nat rise: found by the
                       scale set, missed by the single 1-nat scale; a symmetric valley probed off-centre:
                       rejected by the centre guard, accepted by Definition 1 without it.
+AV-11 (§6.2, Fig. 10) scale-invariant landscape (BN-like): the same function at twice the norm looks
+                      twice as wide, so the registered raw-width rule replicates from the norm alone
+                      (documented limit); the norm-matched descriptive row (width/‖w‖) tells a larger
+                      norm from a wider basin.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from core import stats
 from core.harness import claim_of
 from core.landscape import directions as dirs
 from core.landscape.flat_side import flat_side_at_minimum
-from core.landscape.probes import asymmetry_survey, flat_side_comparison
+from core.landscape.probes import asymmetry_survey, flat_side_comparison, random_ray_width
 from core.registry import load_registry
 from fixtures.av_probes import (flat_side_data, flat_side_settings, original_flat_side_data,
                                 original_flat_side_settings, survey_settings)
@@ -249,3 +253,62 @@ def test_av1_symmetric_valley_at_its_centre_is_not_asymmetric_at_any_scale():
     surveys = _surveys(lambda out, _t: 0.465 * out[:, 0].abs() ** 1.5, 0.0)
     assert all(bool(s.centred_s.all()) and not bool(s.asymmetric.any()) for s in surveys)
     assert _decide("AV-1", {"successes": [bool(s.asymmetric.any()) for s in surveys]}).verdict == "refuted"
+
+
+# ---------------------------------------------------------------- AV-11 landscapes (random-ray width)
+
+def _tan_angle(kappa: float):
+    """Scale-invariant L(w) = κ·‖w_⊥‖/|w_e| = κ·tan∠(w, e), as a layer followed by BN: the same function
+    (same loss, same predictions) at w and c·w. Along a unit ray v ⟂ e from w = ρe the loss rises
+    linearly, κl/ρ, so the width at a rise Δ is Δρ/κ exactly, on any grid (oracle)."""
+    return lambda out, _t: kappa * out[:, 1:].norm(dim=-1) / out[:, 0].abs()
+
+
+def _av11_seed(g: torch.Generator, st, kappa_swa: float, norm_ratio: float):
+    """One synthetic seed: w_SGD = ρe (ρ uniform in [10, 25]) with κ = 1, w_SWA = norm_ratio·ρ·e with
+    κ = kappa_swa; the same n_rays unit rays ⟂ e at both (same_rays), the registered Δ and ray grid."""
+    rho = 10.0 + 15.0 * float(torch.rand((), generator=g, dtype=D64))
+    rays = torch.randn(int(st["n_rays"]), DIM, generator=g, dtype=D64)
+    rays[:, 0] = 0.0
+    kw = dict(directions={"w": rays / rays.norm(dim=-1, keepdim=True)}, delta_rise=float(st["delta_rise"]),
+              max_dist=float(st["max_dist"]), n_points=int(st["ray_points"]), scan_kw=FAST)
+    sgd = random_ray_width(Vec(), _point(rho), {}, X, Y, loss=_tan_angle(1.0), **kw)
+    swa = random_ray_width(Vec(), _point(norm_ratio * rho), {}, X, Y, loss=_tan_angle(kappa_swa), **kw)
+    return swa, sgd, rho
+
+
+def _av11_data(runs, relative: bool):
+    key = "relative_mean_width" if relative else "mean_width"
+    return {"a": [float(getattr(s, key)) for s, _, _ in runs], "b": [float(getattr(b, key)) for _, b, _ in runs]}
+
+
+def test_av11_same_function_at_twice_the_norm_replicates_the_raw_rule_documented_limit():
+    """Documented limit of AV-11's registered rule (width = raw distance along unit rays, the paper's
+    measurement): w_SWA = 2·w_SGD computes the SAME function, yet every ray is exactly twice as wide
+    (2Δρ/κ vs Δρ/κ), so 'SWA looks wider' replicates from the norm alone — the paper's own 'illusion'
+    point, so a replication of AV-11 on a BN network may be a norm effect. The per-seed norms and the
+    relative widths width/‖w‖ that the claim report shows beside the verdict are equal at both points."""
+    st = claim_of("AV-11").settings
+    g = torch.Generator().manual_seed(21)
+    runs = [_av11_seed(g, st, kappa_swa=1.0, norm_ratio=2.0) for _ in range(_n_seeds("AV-11"))]
+    for swa, sgd, rho in runs:
+        torch.testing.assert_close(sgd.widths, torch.full_like(sgd.widths, float(st["delta_rise"]) * rho))
+        torch.testing.assert_close(swa.widths, 2 * sgd.widths)
+        assert float(swa.weight_norm) == pytest.approx(2 * float(sgd.weight_norm))
+        assert float(swa.relative_mean_width) == pytest.approx(float(sgd.relative_mean_width), rel=1e-9)
+    assert _decide("AV-11", _av11_data(runs, relative=False)).verdict == "replicated"
+
+
+def test_av11_norm_matched_row_tells_a_larger_norm_from_a_wider_basin():
+    """w_SWA at twice the norm but angularly 25% narrower (κ = 1.25): the raw widths still make SWA
+    look wider (1.6×) and the registered rule replicates; the descriptive norm-matched row (widths
+    divided by ‖w‖, the same rule) comes out refuted. A genuinely wider SWA at the same norm (κ = 0.5)
+    replicates both ways (positive control)."""
+    st = claim_of("AV-11").settings
+    g = torch.Generator().manual_seed(22)
+    narrower = [_av11_seed(g, st, kappa_swa=1.25, norm_ratio=2.0) for _ in range(_n_seeds("AV-11"))]
+    assert _decide("AV-11", _av11_data(narrower, relative=False)).verdict == "replicated"
+    assert _decide("AV-11", _av11_data(narrower, relative=True)).verdict == "refuted"
+    wider = [_av11_seed(g, st, kappa_swa=0.5, norm_ratio=1.0) for _ in range(_n_seeds("AV-11"))]
+    assert _decide("AV-11", _av11_data(wider, relative=False)).verdict == "replicated"
+    assert _decide("AV-11", _av11_data(wider, relative=True)).verdict == "replicated"

@@ -240,11 +240,31 @@ def test_shift_gap_recovers_a_known_shift():
     f = lambda l: _asym(l, 0.2, 3.0) + 0.1 * torch.sin(3 * l)
     train = torch.stack([f(steps), 2 * f(steps)])
     test = torch.stack([f(steps - 0.4), 2 * f(steps + 0.25)]) + torch.tensor([[0.7], [1.3]], dtype=D64)
-    res = probes.shift_gap(steps, train, test, deltas=torch.arange(-20, 21, dtype=D64) * 0.05, inner=1.5)
+    kw = dict(rescales=torch.logspace(-0.6, 0.6, 41, dtype=D64), overlap_frac=0.1)
+    res = probes.shift_gap(steps, train, test, deltas=torch.arange(-20, 21, dtype=D64) * 0.05, inner=1.5, **kw)
     torch.testing.assert_close(res.delta_star, torch.tensor([0.4, -0.25], dtype=D64), atol=1e-9, rtol=0)
     assert (res.xi_star < 1e-9).all() and (res.xi0 > 0.1).all() and (res.log_ratio < -10).all()
+    assert (res.original_log_ratio < -10).all() and res.overlaps.all() and not res.flagged.any()
+    assert (res.xi_rescaled <= res.xi0 + 1e-12).all()  # a = 1 is on the rescale grid: ξ_a* ≤ ξ_0
     with pytest.raises(ValueError, match="leaves the grid"):
-        probes.shift_gap(steps, train, test, deltas=torch.tensor([0.0, 2.0]), inner=1.5)
+        probes.shift_gap(steps, train, test, deltas=torch.tensor([0.0, 2.0]), inner=1.5, **kw)
+    with pytest.raises(ValueError, match="rescales"):
+        probes.shift_gap(steps, train, test, deltas=torch.tensor([0.0]), inner=1.5, rescales=torch.tensor([-1.0]),
+                         overlap_frac=0.1)
+    with pytest.raises(ValueError, match="overlap_frac"):
+        probes.shift_gap(steps, train, test, deltas=torch.tensor([0.0]), inner=1.5, rescales=kw["rescales"],
+                         overlap_frac=0.0)
+
+
+def test_shift_gap_rescaling_oracle():
+    """test = a₀·(train − min) + offset with a₀ on the rescale grid: ξ_a* = 0 at a = 1/a₀, and a shift
+    cannot beat it (value floored at rounding level: ratio ≥ 0)."""
+    steps = torch.linspace(-3, 3, 121, dtype=D64)
+    train = _asym(steps, 0.2, 3.0)
+    a = torch.tensor([0.25, 0.5, 1.0, 2.0, 4.0], dtype=D64)
+    res = probes.shift_gap(steps, train, 2.0 * train + 0.4, deltas=torch.arange(-20, 21, dtype=D64) * 0.05,
+                           inner=1.5, rescales=a, overlap_frac=0.1)
+    assert float(res.a_star) == 0.5 and float(res.xi_rescaled) < 1e-12 and float(res.log_ratio) > 0
 
 
 def test_random_ray_width_on_least_squares_is_sqrt_2delta_over_curvature():
@@ -332,6 +352,8 @@ def test_neighbour_asymmetry_keeps_a_separable_asymmetric_axis():
                                      generator=torch.Generator().manual_seed(0), n_points=41, loss=loss)
     assert res.ref_flat_side == 1 and res.ref_c > 2 and res.fraction == 1.0
     assert (res.v_norm <= 1.0).all() and (res.c - res.ref_c).abs().max() < 1e-9
+    assert res.centred.all() and int(res.n_not_centred) == 0 and (res.l_min.abs() < 1e-12).all()
+    assert torch.equal(res.keeps, res.original_keeps) and res.original_fraction == res.fraction
 
 
 def test_flat_side_comparison_picks_the_flat_side():
@@ -406,6 +428,18 @@ def test_segment_profile_bump_and_barrier_on_a_double_well():
     torch.testing.assert_close(res.train, ((2 * res.t - 1) ** 2 - 1) ** 2)  # t=0.5 is the top of the wall
     assert abs(float(res.bump) - 1.0) < 1e-12 and abs(float(res.barrier) - 1.0) < 1e-12
     assert res.train_acc is None and res.test_bump is not None
+
+
+def test_profile_change_flat_side_and_argmin_shift():
+    t = torch.linspace(-1, 1, 41, dtype=D64)
+    final = _asym(t, 0.2, 3.0)  # flat side +u, minimum at 0
+    profs = torch.stack([final, final.flip(0), _asym(t - 0.25, 0.2, 3.0), 2 * final + 1])
+    ch = probes.profile_change(t, profs, final)
+    assert int(ch.final_flat_side) == 1 and ch.flat_side.tolist() == [1, -1, 1, 1]
+    assert ch.same_flat_side.tolist() == [True, False, True, True]
+    torch.testing.assert_close(ch.argmin_shift, torch.tensor([0.0, 0.0, 0.25, 0.0], dtype=D64), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="last dim"):
+        probes.profile_change(t, profs[:, :-1], final)
 
 
 def test_profile_correlation():
