@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -350,3 +353,238 @@ def test_publish_puts_a_partial_set_beside_the_complete_one(tmp_path):
     assert [p.name for p in (final / "figures").iterdir()] == ["complete.png"]
     assert [p.name for p in (tmp_path / "latest.interrupted" / "figures").iterdir()] == [
         "interrupted.png"]
+
+
+# ---------------------------------------------------------------- the first screen: scorecard
+_REPO = Path(__file__).resolve().parents[2]
+_COMMITTED = [_REPO / "reports" / t / "claims.json" for t in ("cpu", "toy")]
+
+
+def _part(name, est, lo, hi, verdict):
+    return {"name": name, "estimate": est, "ci": [lo, hi], "p": 0.01, "verdict": verdict, "n": 3,
+            "reason": f"mean {est} [{lo}, {hi}] vs required 0 (n=3) -> {verdict}"}
+
+
+@pytest.fixture(scope="module")
+def scored(registry, tmp_path_factory):
+    """A written report: a claim whose control came out replicated, an intersection–union claim
+    (record estimate 0.5 = 1 of 2 parts), a claim with a diverged seed and an original rule, a
+    secondary whose seeds are all ok."""
+    out = tmp_path_factory.mktemp("scored")
+    fig = plots.segment_profile(out / "figures" / "seg.png", np.linspace(0, 1, 9),
+                                np.linspace(0, 1, 9), np.linspace(1, 2, 9))
+    prim, sec = _ids(registry, "primary"), _ids(registry, "secondary")
+    ok_seeds = {"seeds": [{"seed": 0, "status": "ok"}, {"seed": 1, "status": "ok"}]}
+    bad_seeds = {"seeds": [{"seed": 0, "status": "ok"}, {"seed": 1, "status": "diverged"}]}
+    records = [
+        _record(prim[0], "c1", 0.001, figures=[str(fig.relative_to(out))], tables=ok_seeds,
+                parts=[], reason="success rate 0.8 [0.7, 0.9] > required 0.5 -> replicated"),
+        _record(prim[0], "the control", 0.001, kind="control", tables={}),
+        _record(prim[1], "iu", 0.01, estimate=0.5, ci=[None, None], tables={},
+                verdict="refuted", reason="1/2 parts replicated (drop: refuted) -> refuted",
+                parts=[_part("rise", 0.123, 0.05, 0.2, "replicated"),
+                       _part("drop", -0.456, -0.6, -0.3, "refuted")]),
+        _record(prim[1], "iu control", 0.3, kind="control", verdict="refuted", tables={}),
+        _record(prim[2], "unstable", 0.2, verdict="inconclusive", tables=bad_seeds,
+                original=_ORIGINAL),
+        _record(sec[0], "fine", 0.004, tables=ok_seeds, parts=[]),
+    ]
+    rep = report.build_report(records, registry, {"ended": "complete"})
+    return out, rep, report.write_reports(rep, out), prim, sec
+
+
+def _md_tables(md: str) -> list[list[str]]:
+    """The markdown tables of a document, each as its lines, in order."""
+    tables, cur = [], []
+    for line in md.splitlines() + [""]:
+        if line.startswith("|"):
+            cur.append(line)
+        elif cur:
+            tables.append(cur)
+            cur = []
+    return tables
+
+
+def test_scorecard_is_the_first_table_one_per_paper_and_controls_are_no_rows(scored):
+    _, rep, paths, prim, _ = scored
+    md = paths["md"].read_text()
+    tables = _md_tables(md)
+    papers = report.scorecard(rep)
+    assert [t for t, _ in papers][0] == report.PAPERS["he2019"]
+    assert len(papers) == len({report.paper_of(c) for c in rep["claims"]})
+    for table in tables[:len(papers)]:
+        assert table[0].startswith("| claim | paper's number | tier · case | ours | verdict | control |")
+    assert not any(t[0].startswith("| claim |") for t in tables[len(papers):])
+    rows = [r for _, rs in papers for r in rs]
+    assert not any(r["case"].startswith("control") for r in rows)       # controls live in a column
+    assert len(rows) == len({(c["id"], c["tier"] if c["verdict"] != "not_run" else "", c["case"])
+                             for c in rep["claims"] if c["kind"] == "claim"})
+    row = next(r for r in rows if r["claim"]["id"] == prim[0])
+    assert [w for w, _, _ in row["controls"]] == ["control: REPLICATED ✗"]
+    assert row["ours"][0] == ("success rate 0.8 [0.7, —]", None)
+    assert row["verdict"] == "replicated" and row["figure"] == "figures/seg.png"
+    iu = next(r for r in rows if r["claim"]["id"] == prim[1])
+    assert [w for w, _, _ in iu["controls"]] == ["control: refuted ✓"]
+
+
+def test_intersection_union_shows_each_part_not_the_count_of_parts(scored):
+    _, rep, paths, prim, _ = scored
+    iu = next(r for _, rs in report.scorecard(rep) for r in rs if r["claim"]["id"] == prim[1])
+    assert iu["ours"][:2] == [("rise: mean 0.123 [0.05, 0.2]", "replicated"),
+                              ("drop: mean -0.456 [-0.6, -0.3]", "refuted")]
+    assert not any(t.startswith(("0.5", "estimate 0.5")) for t, _ in iu["ours"])
+    line = next(ln for ln in paths["md"].read_text().splitlines()
+                if ln.startswith(f"| [{prim[1]}]("))
+    assert "rise: mean 0.123 [0.05, 0.2] → **replicated**<br>drop: mean -0.456" in line
+    assert "| 0.5" not in line
+
+
+def test_scorecard_row_carries_paper_value_original_rule_and_a_relative_thumbnail(scored):
+    out, rep, paths, prim, _ = scored
+    md = paths["md"].read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith(f"| [{prim[0]}](#{prim[0]})"))
+    paper_value = next(c for c in rep["claims"] if c["id"] == prim[0])["paper_value"]
+    assert f"| {report._opt(paper_value)} |" in line.replace("\\|", "|")
+    assert f'<a href="figures/seg.png"><img src="figures/seg.png" width="{report.THUMB_WIDTH}"' in line
+    assert "original rule" in _md_tables(md)[0][0]   # a record has one: the column is there
+    orig = next(ln for ln in md.splitlines() if ln.startswith(f"| [{prim[2]}]("))
+    assert "| refuted |" in orig                                 # the original rule's verdict
+    links = re.findall(r'(?:src|href)="([^"#]+)"|\]\(([^)#]+)\)', md)
+    assert links and all((paths["md"].parent / (a or b)).is_file() for a, b in links)
+
+
+def test_seed_tables_fold_and_open_only_where_something_diverged(scored):
+    _, rep, paths, prim, sec = scored
+    by_id = {c["id"]: c for c in rep["claims"] if c["kind"] == "claim"}
+    assert report.diverged(by_id[prim[2]]) and not report.diverged(by_id[sec[0]])
+    assert report.diverged({**by_id[sec[0]], "verdict": "error"})
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    section = md.split(f"## {prim[2]} — ")[1].split("\n## ")[0]
+    assert "<details open><summary>table: seeds (1 of 2 not ok: diverged)</summary>" in section
+    assert "<details open><summary>per seed (3 rows)</summary>" in section
+    ok = md.split(f"## {sec[0]} — ")[1].split("\n## ")[0]
+    assert "<details><summary>table: seeds (all 2 ok)</summary>" in ok
+    assert "<details><summary>per seed (3 rows)</summary>\n\n| seed | rate |" in ok
+    assert "*table: robustness by direction family*" not in ok   # none in this record
+    assert page.count("<details open>") == 2 and "<details><summary>per seed" in page
+
+
+def test_estimate_label_reads_what_the_rule_estimates():
+    assert report.estimate_label("success rate 0 [0, 0.438] < required 0.5 (...)") == "success rate"
+    assert report.estimate_label("mean difference a-b -0.00672 [-0.0115, -0.00192] < ...") == \
+        "mean difference a-b"
+    assert report.estimate_label("Spearman rho 0.861 [0.789, 0.91], one-sided") == "Spearman rho"
+    assert report.estimate_label("2/2 parts replicated -> replicated") == ""
+    assert report.estimate_label("") == ""
+
+
+@pytest.mark.parametrize("path", _COMMITTED, ids=lambda p: p.parent.name)
+def test_committed_reports_predating_the_new_fields_render_with_a_scorecard(path):
+    rep = report.load_report(path)
+    assert all(c["flags"] == [] for c in rep["claims"])   # filled for an old file
+    md = report.render_markdown(rep)
+    assert md.startswith("# Claim report — session not recorded\n")
+    assert _md_tables(md)[0][0].startswith("| claim | paper's number |")
+    page = report.render_html(rep, base_dir=path.parent)
+    assert page.index("class=scorecard") < page.index("<h2>Session</h2>")
+    assert "figure missing" not in page and "missing:" not in page
+
+
+def test_committed_reports_merge_into_one_scorecard(tmp_path):
+    rep = report.merge_reports(_COMMITTED, tmp_path)
+    rows = {(r["claim"]["id"], r["tier"]): r for _, rs in report.scorecard(rep) for r in rs}
+    assert rows[("AV-5", "toy")]["verdict"] == "replicated"
+    assert rows[("AV-1", "cpu")]["verdict"] == "refuted" and rows[("AV-1", "cpu")]["idle"] == "gpu"
+    assert [w for w, _, _ in rows[("AV-1", "cpu")]["controls"]] == ["control: refuted ✓"]
+    assert rows[("AV-9", "cpu")]["ours"][0][0].startswith("train_higher: mean difference a-b 0.000691")
+    assert rows[("SD-1", "cpu, gpu")]["verdict"] == "not_run"
+    keys = [(c["id"], c["tier"], c["case"], c["kind"]) for c in rep["claims"]]
+    assert len(keys) == len(set(keys))
+    figs = [f for c in rep["claims"] for f in c["figures"]]
+    assert figs and all((tmp_path / f).is_file() for f in figs)
+    with pytest.raises(ValueError, match=r"AV-1 \[cpu\] ran in both"):
+        report.merge_reports([_COMMITTED[0], _COMMITTED[0]], tmp_path)
+
+
+def test_render_command_writes_md_whose_figures_resolve(tmp_path, capsys):
+    out = tmp_path / "merged"
+    assert report.main(["render", str(out), *map(str, _COMMITTED)]) == 0
+    md = (out / "claims.md").read_text()
+    assert md.startswith("# Claim report — merged: ")
+    links = re.findall(r'src="([^"]+)"|!\[[^]]*\]\(([^)]+)\)', md)
+    assert len(links) > 10 and all((out / (a or b)).is_file() for a, b in links)
+    assert (out / "claims.html").read_text().count("data:image/png;base64,") > 10
+
+
+# ---------------------------------------------------------------- diff
+def _diff_base():
+    recs = [_record("X-1", "a", 0.01, role="primary"),
+            _record("X-1", "ctl", 0.5, kind="control", verdict="refuted", role="primary"),
+            _record("X-2", "a", 0.04, role="primary")]
+    return report.build_report(recs, None, {})
+
+
+def _write(tmp_path, name, rep):
+    path = tmp_path / name
+    path.write_text(json.dumps(rep))
+    return str(path)
+
+
+def test_diff_identical_is_exit_zero(tmp_path, capsys):
+    a = _write(tmp_path, "a.json", _diff_base())
+    assert report.main(["diff", a, a]) == 0
+    assert capsys.readouterr().out.startswith("identical: 3 records")
+
+
+def test_diff_lists_every_changed_added_and_removed_case(tmp_path, capsys):
+    old, new = _diff_base(), _diff_base()
+    new["claims"][0]["verdict"] = "refuted"
+    new["claims"][0]["ci"] = [0.7, 0.95]
+    new["claims"][0]["parts"][0]["estimate"] = 0.2
+    new["claims"][1]["estimate"] = 0.8 + 1e-9
+    new["claims"][2]["case"] = "b"
+    a, b = _write(tmp_path, "a.json", old), _write(tmp_path, "b.json", new)
+    assert report.main(["diff", a, b]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("~ X-1 [cpu] a (claim): verdict replicated -> refuted; interval "
+                        "[0.7, null] -> [0.7, 0.95]; part bias: estimate 0.1 -> 0.2")
+    assert lines[1] == "~ X-1 [cpu] ctl (control): estimate 0.8 -> 0.800000001"
+    assert lines[2:] == ["- X-2 [cpu] a (claim): removed (replicated 0.8 [0.7, null])",
+                         "+ X-2 [cpu] b (claim): added (replicated 0.8 [0.7, null])",
+                         "2 changed, 1 added, 1 removed"]
+
+
+def test_diff_tolerance_absorbs_small_numeric_changes_only(tmp_path, capsys):
+    new = _diff_base()
+    new["claims"][1]["estimate"] = 0.8 + 1e-9
+    a, b = _write(tmp_path, "a.json", _diff_base()), _write(tmp_path, "b.json", new)
+    assert report.main(["diff", a, b, "--atol", "1e-6"]) == 0
+    assert report.main(["diff", a, b, "--rtol", "1e-12"]) == 1
+    new["claims"][1]["verdict"] = "inconclusive"        # a verdict never has a tolerance
+    b = _write(tmp_path, "b.json", new)
+    assert report.main(["diff", a, b, "--atol", "1"]) == 1
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"claims": 3}', '{"schema_version": 1, '
+                                     '"claims": [{"id": "X"}]}', '{"schema_version": 9, "claims": []}'])
+def test_diff_bad_input_is_exit_two_with_one_line(tmp_path, capsys, content):
+    a = _write(tmp_path, "a.json", _diff_base())
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    assert report.main(["diff", a, str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.json" in err
+    assert report.main(["diff", a, str(tmp_path / "absent.json")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(SystemExit) as exc:
+        report.main(["diff", a])                         # a usage error: one line too
+    assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_diff_of_committed_reports_from_the_command_line():
+    run = lambda *a: subprocess.run([sys.executable, "-m", "core.report", "diff", *map(str, a)],  # noqa: E731
+                                    cwd=_REPO, capture_output=True, text=True, timeout=120)
+    same = run(_COMMITTED[0], _COMMITTED[0])
+    assert same.returncode == 0 and same.stdout.startswith("identical: ")
+    other = run(*_COMMITTED)
+    assert other.returncode == 1 and "+ AV-5 [toy] " in other.stdout
