@@ -11,8 +11,9 @@ code paths. Asserted:
       compared at one thread count only: its bits move with the thread count even on the pinned path
       (measured, reports/code-paths.md), which is why the suite fixes threads (--torch-threads 1,
       BUILD_THREADS = 1) and the code-path record reports them;
-  (b) unpinned code paths (MKL CNR off, MKL_CBWR=AVX2 (= AUTO on non-Intel CPUs), ATen default kernels) may move the numbers, but the
-      verdicts of rules fed those numbers agree with the pinned run's;
+  (b) unpinned code paths (MKL CNR off, MKL_CBWR=AVX2 (= AUTO on non-Intel CPUs), ATen default
+      kernels) may move the numbers, but the verdicts of rules fed those numbers agree with the
+      pinned run's;
   (c) the probe is sensitive: some unpinned path moves the bits (else (a) would prove nothing).
 Run `python core/tests/test_numerics.py` to print the probe's record under the current environment.
 """
