@@ -8,6 +8,12 @@ import time
 
 import pytest
 
+from core.numerics import pin_code_paths
+
+# Before torch runs a kernel: MKL and ATen fix their code path at first use (reports/code-paths.md).
+# A value the user exported (e.g. MKL_CBWR=AVX2) is respected and recorded in the report header.
+pin_code_paths()
+
 pytest_plugins = ["core.pytest_plugin", "fixtures.pytest_fixtures"]
 
 
