@@ -80,7 +80,8 @@ _LABEL = re.compile(r"([A-Za-z][A-Za-z_ \-]{0,40}?) (?:-?\d|nan\b|-?inf\b)")
 _LEGEND = ("ours: what the rule estimates, the estimate [its two-sided (1 − 2α_i) interval], n "
            "units used/planned; for an intersection–union rule each part's estimate and verdict. "
            "control: the claim's negative control through the same rule, ✓ = it did not come out "
-           "replicated. A claim not run in a tier is one grey row.")
+           "replicated. Tiers a claim did not run in are noted under its case; a claim that ran "
+           "in none is one grey row.")
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
@@ -370,7 +371,7 @@ def _title(report: dict) -> str:
     """The report's first line: how its session ended, so a partial report cannot pass as whole."""
     if report.get("sources"):
         return "Claim report — merged: " + "; ".join(
-            f"{src} session {_ending(s)}" for src, s in _sessions(report))
+            f"{Path(src).parent.name or src} session {_ending(s)}" for src, s in _sessions(report))
     return f"Claim report — session {_ending(report.get('session') or {})}"
 
 
