@@ -588,3 +588,21 @@ def test_diff_of_committed_reports_from_the_command_line():
     assert same.returncode == 0 and same.stdout.startswith("identical: ")
     other = run(*_COMMITTED)
     assert other.returncode == 1 and "+ AV-5 [toy] " in other.stdout
+
+
+def test_scorecard_rows_for_skipped_errors_and_a_control_without_its_claim(registry):
+    recs = [{"id": "AV-1", "tier": "gpu", "case": "resnet", "verdict": "skipped",
+             "reason": "CUDA not available"},
+            {"id": "AV-1", "tier": "gpu", "case": "ctl", "kind": "control", "verdict": "error",
+             "reason": "RuntimeError: boom"},
+            {"id": "AV-1", "tier": "cpu", "case": "ctl", "kind": "control", "verdict": "refuted"}]
+    rep = report.build_report(recs, registry, {})
+    rows = [r for _, rs in report.scorecard(rep) for r in rs if r["claim"]["id"] == "AV-1"]
+    assert [(r["tier"], r["verdict"]) for r in rows] == [("gpu", "skipped"), ("cpu", "")]
+    assert rows[0]["ours"] == [("CUDA not available", None)]
+    assert [w for w, _, _ in rows[0]["controls"]] == ["control: ERROR ✗"]
+    assert rows[1]["ours"] == [("no claim record in this tier", None)]
+    assert [w for w, _, _ in rows[1]["controls"]] == ["control: refuted ✓"]
+    assert rows[0]["span"] == 2 and rows[1]["span"] == 0
+    assert "| cpu · " not in report.render_markdown(rep).split("## Session")[0]
+    report.render_html(rep, base_dir=".")
