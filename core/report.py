@@ -41,6 +41,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from core.numerics import session_code_path
 from core.atomic import atomic_write, swap_dir_in
 from core.stats import VERDICTS as RULE_VERDICTS, benjamini_hochberg, holm
 
@@ -105,7 +106,8 @@ def session_info(*, rootdir, registry=None, registry_error: str | None = None, a
         "family_alpha": getattr(registry, "family_alpha", None),
         "bh_q": getattr(registry, "bh_q", None),
         "versions": {"python": platform.python_version(), **{n: _version(n) for n in LIBRARIES}},
-        "device": _device(), "args": [str(a) for a in args], "markexpr": markexpr or "",
+        "device": _device(), "code_path": session_code_path(),
+        "args": [str(a) for a in args], "markexpr": markexpr or "",
         "tiers_run": sorted(set(tiers), key=_tier_key),
         "ended": ended, "ended_reason": ended_reason, "tests_selected": tests_selected,
         "tests_run": tests_run,
@@ -340,8 +342,21 @@ def _header_rows(s: dict) -> list[list[str]]:
              + (f"; ERROR: {s['registry_error']}" if s.get("registry_error") else "")],
             ["family α / BH q", f"{_num(s.get('family_alpha'))} / {_num(s.get('bh_q'))}"],
             ["device", f"{dev.get('cpu', '—')}; CUDA: {dev.get('cuda') or 'none'}"],
+            ["code path", _code_path_text(s.get("code_path"))],
             ["versions", vers], ["command", " ".join(["pytest", *s.get("args", [])])],
             ["tiers run", ", ".join(s.get("tiers_run", [])) or "—"]]
+
+
+def _code_path_text(cp: Mapping | None) -> str:
+    """MKL branch, ATen kernels and threads in force (reports/code-paths.md: what a number depends on)."""
+    if not cp:
+        return "not recorded"
+    env = cp.get("env") or {}
+    src = ", ".join(f"{k}={v.get('value')} ({v.get('source')})" for k, v in env.items())
+    mkl = (cp.get("mkl") or {}).get("branch", "—")
+    pinned = "pinned" if cp.get("pinned") and cp.get("pin_in_force") else "NOT pinned"
+    return (f"{pinned}: MKL branch {mkl}, ATen {cp.get('aten_cpu_capability', '—')}, "
+            f"threads {(cp.get('threads') or {}).get('intra_op', '—')}; {src}")
 
 
 def _provenance(source: str, s: Mapping) -> str:

@@ -28,7 +28,7 @@ def _one_thread():
 
 def _cli(*args, cwd=REPO):
     return subprocess.run([sys.executable, "-m", "fixtures", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=600)  # a hang guard: a 10-seed build takes ~2 min on 2 busy cores
 
 
 # ------------------------------------------------------------------ specs
