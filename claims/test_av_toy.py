@@ -116,7 +116,6 @@ def _sgd_config(c: float) -> vl.SGDValleyConfig:
                               burn_in=s["burn_in"], w0_low=s["w0_low"], w0_high=s["w0_high"])
 
 
-@functools.lru_cache(maxsize=1)
 def _av6_runs() -> dict[float, vl.SGDValleyResult]:
     """One simulation per distinct c (claim, null and trend grid share it); seed = rank of c."""
     s = claim_of("AV-6").settings
@@ -135,9 +134,9 @@ def _av6_figure(path, c: float, res: vl.SGDValleyResult):
                                   title=f"AV-6: SGD on a 1-D asymmetric valley (c = {c:g})")
 
 
-def test_av6_theorem2_toy(request, figure_dir):
+def test_av6_theorem2_toy(request, toy_memo, figure_dir):
     s = claim_of("AV-6").settings
-    runs = _av6_runs()
+    runs = toy_memo(("_av6_runs",), _av6_runs)  # disk memo: fixtures/toys.py
     bias, null = runs[float(s["c"])].wbar, runs[float(s["c_null"])].wbar
     grid = [float(c) for c in s["c_grid"]]
     fig = _av6_figure(figure_dir / "AV-6_toy_valley.png", float(s["c"]), runs[float(s["c"])])
@@ -155,9 +154,9 @@ def test_av6_theorem2_toy(request, figure_dir):
     )
 
 
-def test_av6_toy_negative_control(request):
+def test_av6_toy_negative_control(request, toy_memo):
     s = claim_of("AV-6").settings
-    null = _av6_runs()[float(s["c_null"])].wbar
+    null = toy_memo(("_av6_runs",), _av6_runs)[float(s["c_null"])].wbar
     check_control(
         request, "AV-6", tier="toy", case=f"control: the bias part fed the symmetric valley (c = {s['c_null']:g})",
         data={"bias": {"values": null.tolist()}, "symmetric_null": {"values": null.tolist()}},

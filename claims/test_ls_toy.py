@@ -75,12 +75,17 @@ def _optim(s, prefix: str = "", schedule: str | None = None) -> W.OptimConfig:
                          steps=int(s[f"{prefix}steps"]), schedule=kinds[0])
 
 
+def _memo(toy_memo, fn, *args):
+    """fn(*args) through the session's disk memo (fixtures/toys.py): computed once, kept across sessions
+    (keyed by the registry, the toy code and the numerical code path)."""
+    return toy_memo((fn.__name__, *args), lambda: fn(*args))
+
+
 def _floats(x: torch.Tensor) -> list[float]:
     return x.double().flatten().tolist()
 
 
 # ---------------------------------------------------------------- LS-1: random affine subspaces
-@functools.lru_cache(maxsize=None)
 def _ls1(landscape: str) -> dict[str, torch.Tensor]:
     """Final/initial loss per subspace; d = D (the registry's positive control) rides along."""
     s = claim_of("LS-1").settings
@@ -124,9 +129,9 @@ def _ls1_as_predicted(r: dict, s) -> torch.Tensor:
     return (r["success"] == (r["d"] >= s["D"] - s["n"]))[grid]
 
 
-def test_ls1_toy(request, figure_dir):
+def test_ls1_toy(request, toy_memo, figure_dir):
     claim = claim_of("LS-1")
-    s, r = claim.settings, _ls1("wedge")
+    s, r = claim.settings, _memo(toy_memo, _ls1, "wedge")
     full = r["success"][r["d"] == s["D"]]
     assert bool(full.all()), (f"LS-1 positive control: d = D = {s['D']} succeeded on {int(full.sum())}/"
                               f"{full.numel()} draws; the registered optimiser settings need a revision")
@@ -142,14 +147,13 @@ def test_ls1_toy(request, figure_dir):
                 supporting_data={"draw_insensitive": {"successes": _ls1_as_predicted(r, s).numpy()}})
 
 
-def test_ls1_toy_negative_control(request):
-    r = _ls1("bowl")
+def test_ls1_toy_negative_control(request, toy_memo):
+    r = _memo(toy_memo, _ls1, "bowl")
     check_control(request, "LS-1", tier="toy", case="control: isotropic bowl (one minimum point)",
                   data=_ls1_data(r), per_seed={"d": _floats(r["d"]), "success": _floats(r["success"])})
 
 
 # ---------------------------------------------------------------- LS-2: tunnels between optima
-@functools.lru_cache(maxsize=None)
 def _ls2(same_wedge: bool) -> dict:
     """Endpoints, tunnels and the four per-pair booleans."""
     s, s1 = claim_of("LS-2").settings, claim_of("LS-1").settings
@@ -183,8 +187,8 @@ def _ls2_per_seed(r: dict) -> dict:
     return {k: _floats(r[k]) for k in ("lin", "tunnel", "w1", "w2", "across", "different_wedges")}
 
 
-def test_ls2_toy(request, figure_dir):
-    s, r = claim_of("LS-2").settings, _ls2(False)
+def test_ls2_toy(request, toy_memo, figure_dir):
+    s, r = claim_of("LS-2").settings, _memo(toy_memo, _ls2, False)
     fig = cosine_matrix(figure_dir / "ls2_toy_cosines.png", r["cos"].numpy(),
                         title=f"Tunnel deviations, mean cosine over {r['lin'].numel()} pairs")
     q = torch.tensor([0.1, 0.5, 0.9], dtype=F64)
@@ -200,8 +204,8 @@ def test_ls2_toy(request, figure_dir):
                 data=r["data"], per_seed=_ls2_per_seed(r), figures=[fig], tables={"summary": rows})
 
 
-def test_ls2_toy_negative_control(request):
-    r = _ls2(True)
+def test_ls2_toy_negative_control(request, toy_memo):
+    r = _memo(toy_memo, _ls2, True)
     check_control(request, "LS-2", tier="toy", case="control: both endpoints on the same wedge",
                   data=r["data"], per_seed=_ls2_per_seed(r))
 
@@ -226,8 +230,8 @@ def _ls3(landscape: str) -> dict:
                      "monotone": {"values": rise.diff(dim=-1).amin((-1, -2)).numpy()}}}
 
 
-def test_ls3_toy(request, figure_dir):
-    s, r = claim_of("LS-3").settings, _ls3("wedge")
+def test_ls3_toy(request, toy_memo, figure_dir):
+    s, r = claim_of("LS-3").settings, _memo(toy_memo, _ls3, "wedge")
     q = torch.tensor([0.05, 0.95], dtype=F64)
     lo, hi = r["rise"].flatten(0, 1).quantile(q, dim=0)
     fig = well_profile(figure_dir / "ls3_toy_well.png", list(s["radii"]), r["rise"].mean((0, 1)).numpy(),
@@ -237,8 +241,8 @@ def test_ls3_toy(request, figure_dir):
                 figures=[fig])
 
 
-def test_ls3_toy_negative_control(request):
-    r = _ls3("bowl")
+def test_ls3_toy_negative_control(request, toy_memo):
+    r = _memo(toy_memo, _ls3, "bowl")
     check_control(request, "LS-3", tier="toy", case="control: anisotropic bowl (curvature 1/j^2)",
                   data=r["data"], per_seed={"max_cv": _floats(r["max_cv"])})
 
@@ -277,8 +281,8 @@ def _ls4(landscape: str) -> dict:
             "original": {"rank": rank, "means_increasing": {"values": means.diff().numpy()}}}
 
 
-def test_ls4_toy(request, figure_dir):
-    s, r = claim_of("LS-4").settings, _ls4("wedge")
+def test_ls4_toy(request, toy_memo, figure_dir):
+    s, r = claim_of("LS-4").settings, _memo(toy_memo, _ls4, "wedge")
     sd = torch.stack([r["count"][r["m"] == m].std() for m in s["m_grid"]])
     se = sd / s["replicates_per_m"] ** 0.5
     fig = count_vs_m(figure_dir / "ls4_toy_count_vs_m.png", list(s["m_grid"]), r["means"].numpy(),
@@ -293,7 +297,7 @@ def test_ls4_toy(request, figure_dir):
                 figures=[fig], tables={"per_m": rows})
 
 
-def test_ls4_toy_negative_control(request):
-    r = _ls4("single_wedge")
+def test_ls4_toy_negative_control(request, toy_memo):
+    r = _memo(toy_memo, _ls4, "single_wedge")
     check_control(request, "LS-4", tier="toy", case="control: a single n-wedge", data=r["data"],
                   per_seed={"m": _floats(r["m"]), "count": _floats(r["count"])})

@@ -32,6 +32,7 @@ import torch
 from filelock import FileLock
 
 from core.atomic import atomic_write
+from core.numerics import code_path_key
 
 __all__ = ["ArtifactCache", "RECIPE_VERSION", "spec_key", "canonical_json"]
 
@@ -44,8 +45,10 @@ def canonical_json(spec: Any) -> str:
         raise TypeError(f"a cache spec must be a dataclass instance, got {type(spec).__name__}")
     if not type(spec).__dataclass_params__.frozen:
         raise TypeError(f"a cache spec must be a frozen dataclass; {type(spec).__name__} is not")
+    # the numerical code path is part of the key: weights trained on another MKL branch or ATen kernel set
+    # are other numbers (reports/code-paths.md), never silently reused
     doc = {"spec_type": type(spec).__name__, "spec": dataclasses.asdict(spec),
-           "recipe_version": RECIPE_VERSION}
+           "recipe_version": RECIPE_VERSION, "code_path": code_path_key(threads=False)}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 

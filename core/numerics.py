@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import MutableMapping
 
 __all__ = ["PINS", "MKL_BRANCHES", "pin_code_paths", "code_path_record", "session_code_path", "cpu_info",
-           "mkl_branch"]
+           "mkl_branch", "code_path_key"]
 
 # variable -> value the suite pins it to when the user has not set it
 PINS = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2"}
@@ -164,3 +164,12 @@ def _in_force(rec: dict, pinned: dict) -> bool:
     if "ATEN_CPU_CAPABILITY" in pinned:
         ok &= rec["aten_cpu_capability"].lower() == pinned["ATEN_CPU_CAPABILITY"].lower()
     return bool(ok)
+
+
+def code_path_key(*, threads: bool = True) -> str:
+    """The parts of the code path in force that change numbers, as one string for cache keys: the MKL
+    branch and ATen kernel set read back (not the environment), and the intra-op thread count unless the
+    computation fixes its own (training runs on fixtures.build.BUILD_THREADS)."""
+    rec = code_path_record()
+    key = f"mkl={(rec.get('mkl') or {}).get('branch')};aten={rec.get('aten_cpu_capability')}"
+    return key + (f";threads={(rec.get('threads') or {}).get('intra_op')}" if threads else "")

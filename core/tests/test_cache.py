@@ -200,3 +200,12 @@ def test_list_marks_missing_pt_and_unreadable_metadata(tmp_path):
     rows = {r["key"]: r for r in cache.list()}
     assert rows[ok]["status"] == "corrupt: .pt file missing"
     assert rows["deadbeef"]["status"].startswith("corrupt: metadata unreadable")
+
+
+def test_key_includes_the_numerical_code_path(monkeypatch):
+    """Weights trained on another MKL branch / ATen kernel set are other numbers: never the same entry."""
+    import core.cache as C
+    here = spec_key(Spec())
+    assert C.code_path_key(threads=False) in canonical_json(Spec())
+    monkeypatch.setattr(C, "code_path_key", lambda threads=True: "mkl=AUTO;aten=AVX512")
+    assert spec_key(Spec()) != here
