@@ -111,7 +111,7 @@ def code_path_record(env: MutableMapping[str, str] | None = None, sources: dict 
                         **{k: env.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}},
             "env": {k: {"value": env.get(k), "source": sources.get(k, "user" if env.get(k) else "unset")}
                     for k in PINS},
-            "versions": {"torch": torch.__version__, "python": platform.python_version()}}
+            "versions": {"torch": str(torch.__version__), "python": platform.python_version()}}
 
 
 def pin_code_paths(env: MutableMapping[str, str] | None = None, *, pins: dict | None = None,

@@ -211,3 +211,21 @@ if __name__ == "__main__":
     p.add_argument("--pin", action="store_true")
     a = p.parse_args()
     print(json.dumps(probe(a.threads, a.pin)))
+
+
+def test_code_path_record_is_plain_data_an_artifact_can_store(tmp_path):
+    """Artifacts carry the record and are loaded with torch.load(weights_only=True): every value must be
+    a plain str/int/float/bool/None/list/dict (a TorchVersion made every cached artifact 'corrupt')."""
+    import torch
+    from core.numerics import code_path_record
+    rec = code_path_record()
+
+    def plain(v):
+        if isinstance(v, dict):
+            return all(type(k) is str and plain(x) for k, x in v.items())
+        if isinstance(v, (list, tuple)):
+            return all(plain(x) for x in v)
+        return v is None or type(v) in (str, int, float, bool)
+    assert plain(rec), rec
+    torch.save({"code_path": rec}, tmp_path / "a.pt")
+    assert torch.load(tmp_path / "a.pt", weights_only=True)["code_path"] == rec
