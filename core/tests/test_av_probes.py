@@ -1,5 +1,6 @@
-"""The on-disk probe memo of fixtures/av_probes.py: lossless round trip, one computation across
-sessions, recomputation when the registry or code hash changes, corrupt entries rebuilt."""
+"""The probe memo of fixtures/av_probes.py (core/memo.py underneath): a survey result round-trips, a
+probe is computed once across sessions, and recomputed when the registry, the probe code or the case's
+artifacts change; corrupt entries are rebuilt with a warning."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,32 +8,28 @@ import dataclasses
 import pytest
 import torch
 
-from core.cache import ArtifactCache
 from core.landscape.probes import SurveyResult
-from fixtures.av_probes import AvNet, _decode, _encode
+from core.memo import DiskMemo, decode, encode
+from fixtures.av_probes import AvNet
 
 
-def _net(tmp_path, code="c1", registry="r1") -> AvNet:
+def _net(tmp_path, code=("core/memo.py",), registry_text="a = 1\n", inputs=("a", "b")) -> AvNet:
+    registry = tmp_path / "registry.toml"
+    registry.write_text(registry_text)
     x = torch.zeros(2, 3)
     y = torch.zeros(2, dtype=torch.long)
     net = AvNet("cpu", "case", torch.nn.Linear(3, 2), None, x, y, x, y, seeds=[])
-    net.disk = ArtifactCache(tmp_path / "probes")
-    net.disk_key = dict(tier="cpu", case="case", artifacts=("a", "b"), registry_sha256=registry,
-                        code_sha256=code)
+    net.store = DiskMemo(tmp_path / "cache", code=code, namespace="probes", inputs=inputs,
+                         registry_path=registry)
     return net
 
 
-def test_encode_decode_round_trip_keeps_types_and_values():
+def test_survey_result_round_trips():
     fields = {f.name: torch.arange(3.0) + i for i, f in enumerate(dataclasses.fields(SurveyResult))}
     fields["directions"] = {"w": torch.ones(2, 3, dtype=torch.float64)}
-    value = (SurveyResult(**fields), [1, 2.5, "x", None, True], {"k": torch.tensor([1, 2])})
-    back = _decode(_encode(value))
-    assert isinstance(back, tuple) and isinstance(back[0], SurveyResult) and isinstance(back[1], list)
-    assert torch.equal(back[0].directions["w"], fields["directions"]["w"])
-    assert back[0].directions["w"].dtype == torch.float64 and back[1] == [1, 2.5, "x", None, True]
-    assert torch.equal(back[2]["k"], torch.tensor([1, 2]))
-    with pytest.raises(TypeError, match="cannot store a object"):
-        _encode(object())
+    back = decode(encode(SurveyResult(**fields)))
+    assert isinstance(back, SurveyResult) and back.directions["w"].dtype == torch.float64
+    assert torch.equal(back.directions["w"], fields["directions"]["w"])
 
 
 def test_probe_computed_once_across_sessions(tmp_path):
@@ -42,17 +39,26 @@ def test_probe_computed_once_across_sessions(tmp_path):
         calls.append(1)
         return {"v": torch.tensor([1.0, 2.0])}
     first = _net(tmp_path).memo(("p", 1), compute)
-    second = _net(tmp_path).memo(("p", 1), compute)   # a new session: loads from disk
+    second = _net(tmp_path).memo(("p", 1), compute)                  # a new session: loads from disk
     assert len(calls) == 1 and torch.equal(first["v"], second["v"])
-    _net(tmp_path).memo(("p", 2), compute)            # another probe key
-    _net(tmp_path, code="c2").memo(("p", 1), compute)  # probe code edited
-    _net(tmp_path, registry="r2").memo(("p", 1), compute)  # registry edited
-    assert len(calls) == 4
+    _net(tmp_path).memo(("p", 2), compute)                           # another probe key
+    _net(tmp_path, code=("core/cache.py",)).memo(("p", 1), compute)  # probe code edited
+    _net(tmp_path, registry_text="a = 2\n").memo(("p", 1), compute)  # registry edited
+    _net(tmp_path, inputs=("a", "c")).memo(("p", 1), compute)        # a retrained artifact
+    assert len(calls) == 5
+
+
+def test_without_a_store_the_memo_is_this_session_only():
+    x, y = torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)
+    net = AvNet("cpu", "case", torch.nn.Linear(3, 2), None, x, y, x, y, seeds=[])
+    calls = []
+    assert net.memo(("p",), lambda: calls.append(1) or 7) == net.memo(("p",), lambda: calls.append(1) or 8) == 7
+    assert calls == [1]
 
 
 def test_corrupt_probe_entry_is_recomputed_with_a_warning(tmp_path):
     _net(tmp_path).memo(("p", 1), lambda: 1.5)
-    for pt in (tmp_path / "probes").glob("*/*.pt"):
+    for pt in (tmp_path / "cache" / "probes").glob("*/*.pt"):
         pt.write_bytes(pt.read_bytes()[:10])
     with pytest.warns(UserWarning, match="corrupt cache entry"):
         assert _net(tmp_path).memo(("p", 1), lambda: 2.5) == 2.5
