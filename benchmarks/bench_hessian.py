@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import importlib.util
 import platform
 import statistics
@@ -51,6 +50,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from core import hessian as hs  # noqa: E402
+from benchmarks.bench_scan import keep_heap_pages  # noqa: E402  (one copy: the scan benchmark's)
 from core.data import load_dataset  # noqa: E402
 from core.models import build_model  # noqa: E402
 from fixtures.specs import CPU_WIDTHS  # noqa: E402
@@ -293,17 +293,6 @@ def limit_blas_threads(n: int) -> str:
         return "BLAS threads untouched (no threadpoolctl)"
     threadpool_limits(n)
     return f"BLAS threads {n}"
-
-
-def keep_heap_pages() -> str:
-    """Stop glibc from mmap-ing and unmapping every large tensor between calls (as bench_scan.py does):
-    on this VM page faults otherwise charge whichever contender runs after another one freed memory."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        ok = libc.mallopt(-3, 2**30) and libc.mallopt(-1, 2**30)  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-        return "glibc mmap threshold 1 GiB" if ok else "mallopt refused"
-    except OSError:
-        return "not glibc: allocator untouched"
 
 
 def main(argv=None) -> None:

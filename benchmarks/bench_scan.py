@@ -190,7 +190,7 @@ def sweep(cfg: BenchConfig, rows=(128, 256, 512, 1000, 4000), modes=((False, 16)
                       f"points/CPU-s  {[round(a, 2) for a in rates[(v, c, r)]]}", flush=True)
 
 
-def _keep_heap_pages() -> str:
+def keep_heap_pages() -> str:
     """Stop glibc from mmap-ing (and unmapping) every large tensor: on the 2-core box a 4,000-row forward
     otherwise spent ~58 of ~107 ms per point in page faults (system time), which punished the
     full-data contenders for the allocator, not for their method. Same effect as MALLOC_MMAP_THRESHOLD_."""
@@ -225,7 +225,7 @@ def _parse(argv) -> tuple[BenchConfig, bool]:
 
 def main(argv=None) -> None:
     cfg, (do_sweep, glibc_mmap) = _parse(argv)
-    alloc = "glibc defaults" if glibc_mmap else _keep_heap_pages()
+    alloc = "glibc defaults" if glibc_mmap else keep_heap_pages()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "

@@ -407,39 +407,56 @@ def existence(successes, *, alpha, claimed_above, refuted_below, require_all=Fal
     return Result("existence", float(rate), (float(lo), float(hi)), float(p), alpha, n, str(v), reason)
 
 
+def _threshold_args(rule, values, alpha, direction, claimed, refuted):
+    """(alpha, x, sign, claimed, refuted) of a one-sample threshold rule, validated at the boundary."""
+    alpha, x = _alpha(rule, alpha), _data(rule, "values", values)
+    sign, c = _sign(rule, direction, ("greater", "less")), _num(rule, "claimed", claimed)
+    r = c if refuted is None else _num(rule, "refuted", refuted)
+    if sign * (c - r) < 0:
+        raise ValueError(f"{rule}: refuted={r} must not lie on the claimed side of claimed={c}")
+    return alpha, x, sign, c, r
+
+
+def _paired_args(rule, a, b, alpha, direction, margin):
+    """(alpha, a - b, sign, margin) of a paired rule."""
+    alpha, a, b = _alpha(rule, alpha), _data(rule, "a", a), _data(rule, "b", b)
+    if a.size != b.size:
+        raise ValueError(f"{rule}: a has {a.size} units but b has {b.size}; pairs must match")
+    return alpha, a - b, _sign(rule, direction, ("greater", "less")), _num(rule, "margin", margin)
+
+
+def _log_ratio_args(rule, ratios, alpha, claimed_factor, refuted_factor, base, direction):
+    """(alpha, log_base(ratios), sign, log claimed, log refuted, claimed_factor, refuted_factor, base)."""
+    alpha, x = _alpha(rule, alpha), _data(rule, "ratios", ratios)
+    bad = np.flatnonzero(x <= 0)
+    if bad.size:
+        raise ValueError(f"{rule}: ratios[{bad[0]}] = {x[bad[0]]}; ratios must be > 0")
+    cf, rf, base = (_num(rule, k, v) for k, v in
+                    (("claimed_factor", claimed_factor), ("refuted_factor", refuted_factor), ("base", base)))
+    sign = _sign(rule, direction, ("greater", "less"))
+    if min(cf, rf) <= 0 or base <= 1 or sign * (cf - rf) < 0:
+        raise ValueError(f"{rule}: need factors > 0, base > 1, refuted_factor ({rf}) not on the "
+                         f"claimed side of claimed_factor ({cf}) for direction {direction!r}")
+    return alpha, np.log(x) / math.log(base), sign, math.log(cf, base), math.log(rf, base), cf, rf, base
+
+
 def mean_threshold(values, *, alpha, direction, claimed, refuted=None) -> Result:
     """One-sample t; "greater": replicated iff lo > claimed, refuted iff hi < refuted (default claimed)."""
-    alpha, x = _alpha("mean_threshold", alpha), _data("mean_threshold", "values", values)
-    sign, c = _sign("mean_threshold", direction, ("greater", "less")), _num("mean_threshold", "claimed", claimed)
-    r = c if refuted is None else _num("mean_threshold", "refuted", refuted)
-    if sign * (c - r) < 0:
-        raise ValueError(f"mean_threshold: refuted={r} must not lie on the claimed side of claimed={c}")
+    alpha, x, sign, c, r = _threshold_args("mean_threshold", values, alpha, direction, claimed, refuted)
     return _t_result("mean_threshold", x, alpha, sign, c, r, "mean")
 
 
 def paired(a, b, *, alpha, direction, margin=0.0) -> Result:
     """t on d = a - b per unit; "greater": replicated iff lo(d) > margin, refuted iff hi(d) < margin."""
-    alpha, a, b = _alpha("paired", alpha), _data("paired", "a", a), _data("paired", "b", b)
-    if a.size != b.size:
-        raise ValueError(f"paired: a has {a.size} units but b has {b.size}; pairs must match")
-    sign, m = _sign("paired", direction, ("greater", "less")), _num("paired", "margin", margin)
-    return _t_result("paired", a - b, alpha, sign, m, m, "mean difference a-b")
+    alpha, d, sign, m = _paired_args("paired", a, b, alpha, direction, margin)
+    return _t_result("paired", d, alpha, sign, m, m, "mean difference a-b")
 
 
 def log_ratio(ratios, *, alpha, claimed_factor, refuted_factor, base=10.0, direction="greater") -> Result:
     """t on log_base(ratio); "greater": replicated iff lo > log(claimed_factor), refuted iff hi < log(refuted_f.)."""
-    alpha, x = _alpha("log_ratio", alpha), _data("log_ratio", "ratios", ratios)
-    bad = np.flatnonzero(x <= 0)
-    if bad.size:
-        raise ValueError(f"log_ratio: ratios[{bad[0]}] = {x[bad[0]]}; ratios must be > 0")
-    cf, rf, base = (_num("log_ratio", k, v) for k, v in
-                    (("claimed_factor", claimed_factor), ("refuted_factor", refuted_factor), ("base", base)))
-    sign = _sign("log_ratio", direction, ("greater", "less"))
-    if min(cf, rf) <= 0 or base <= 1 or sign * (cf - rf) < 0:
-        raise ValueError(f"log_ratio: need factors > 0, base > 1, refuted_factor ({rf}) not on the "
-                         f"claimed side of claimed_factor ({cf}) for direction {direction!r}")
-    c, r = math.log(cf, base), math.log(rf, base)
-    return _t_result("log_ratio", np.log(x) / math.log(base), alpha, sign, c, r, f"mean log{base:g} ratio",
+    alpha, x, sign, c, r, cf, rf, base = _log_ratio_args("log_ratio", ratios, alpha, claimed_factor, refuted_factor,
+                                                        base, direction)
+    return _t_result("log_ratio", x, alpha, sign, c, r, f"mean log{base:g} ratio",
                      f"{_f(c)} ({cf:g}x)", f"{_f(r)} ({rf:g}x)")
 
 
@@ -531,39 +548,23 @@ def _sign_result(rule, x, alpha, sign, claimed, refuted, label, ctext=None, rtex
 
 def median_threshold(values, *, alpha, direction, claimed, refuted=None) -> Result:
     """Sign test of the median; "greater": replicated iff x_(k) > claimed, refuted iff x_(n-k+1) < refuted."""
-    alpha, x = _alpha("median_threshold", alpha), _data("median_threshold", "values", values)
-    sign, c = _sign("median_threshold", direction, ("greater", "less")), _num("median_threshold", "claimed", claimed)
-    r = c if refuted is None else _num("median_threshold", "refuted", refuted)
-    if sign * (c - r) < 0:
-        raise ValueError(f"median_threshold: refuted={r} must not lie on the claimed side of claimed={c}")
+    alpha, x, sign, c, r = _threshold_args("median_threshold", values, alpha, direction, claimed, refuted)
     return _sign_result("median_threshold", x, alpha, sign, c, r, "median")
 
 
 def median_paired(a, b, *, alpha, direction, margin=0.0) -> Result:
     """Sign test of the median paired difference d = a - b against margin."""
-    alpha, a, b = _alpha("median_paired", alpha), _data("median_paired", "a", a), _data("median_paired", "b", b)
-    if a.size != b.size:
-        raise ValueError(f"median_paired: a has {a.size} units but b has {b.size}; pairs must match")
-    sign, m = _sign("median_paired", direction, ("greater", "less")), _num("median_paired", "margin", margin)
-    return _sign_result("median_paired", a - b, alpha, sign, m, m, "median difference a-b")
+    alpha, d, sign, m = _paired_args("median_paired", a, b, alpha, direction, margin)
+    return _sign_result("median_paired", d, alpha, sign, m, m, "median difference a-b")
 
 
 def median_log_ratio(ratios, *, alpha, claimed_factor, refuted_factor, base=10.0, direction="greater") -> Result:
     """Sign test of the median log ratio (logs are monotone, so the test and interval are those of the
     median ratio; for even n the point estimate is the mean of the two middle logs)."""
-    alpha, x = _alpha("median_log_ratio", alpha), _data("median_log_ratio", "ratios", ratios)
-    bad = np.flatnonzero(x <= 0)
-    if bad.size:
-        raise ValueError(f"median_log_ratio: ratios[{bad[0]}] = {x[bad[0]]}; ratios must be > 0")
-    cf, rf, base = (_num("median_log_ratio", k, v) for k, v in
-                    (("claimed_factor", claimed_factor), ("refuted_factor", refuted_factor), ("base", base)))
-    sign = _sign("median_log_ratio", direction, ("greater", "less"))
-    if min(cf, rf) <= 0 or base <= 1 or sign * (cf - rf) < 0:
-        raise ValueError(f"median_log_ratio: need factors > 0, base > 1, refuted_factor ({rf}) not on the "
-                         f"claimed side of claimed_factor ({cf}) for direction {direction!r}")
-    c, r = math.log(cf, base), math.log(rf, base)
-    return _sign_result("median_log_ratio", np.log(x) / math.log(base), alpha, sign, c, r,
-                        f"median log{base:g} ratio", f"{_f(c)} ({cf:g}x)", f"{_f(r)} ({rf:g}x)")
+    alpha, x, sign, c, r, cf, rf, base = _log_ratio_args("median_log_ratio", ratios, alpha, claimed_factor,
+                                                        refuted_factor, base, direction)
+    return _sign_result("median_log_ratio", x, alpha, sign, c, r, f"median log{base:g} ratio",
+                        f"{_f(c)} ({cf:g}x)", f"{_f(r)} ({rf:g}x)")
 
 
 def median_non_inferiority(values, *, alpha, margin) -> Result:
