@@ -229,3 +229,17 @@ def test_code_path_record_is_plain_data_an_artifact_can_store(tmp_path):
     assert plain(rec), rec
     torch.save({"code_path": rec}, tmp_path / "a.pt")
     assert torch.load(tmp_path / "a.pt", weights_only=True)["code_path"] == rec
+
+
+def test_a_repeated_pin_still_reports_pinned_not_user(monkeypatch):
+    """conftest pins once; a later call in the same process (a test, a CLI entry) must not file the
+    process's own pin under 'user' in the report header."""
+    from core import numerics as N
+    for var in N.PINS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(N, "_SET_HERE", {})
+    first = N.pin_code_paths(record=False)
+    second = N.pin_code_paths(record=False)
+    assert first["sources"] == second["sources"] and set(second["sources"].values()) <= {"pinned"}
+    monkeypatch.setenv("MKL_CBWR", "AVX2")                      # the user's own value stays theirs
+    assert N.pin_code_paths(record=False)["sources"]["MKL_CBWR"] == "user"
