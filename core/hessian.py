@@ -61,7 +61,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
 __all__ = [
-    "HessianConfig", "LanczosConfig", "ParamLayout", "Loss", "fixed_subset", "loss_fn", "hessian_loss",
+    "HessianConfig", "LanczosConfig", "ParamLayout", "Loss", "fixed_subset", "CRITERIA", "per_row_loss", "loss_fn",
+    "hessian_loss",
     "HVP_METHODS", "DEFAULT_HVP", "Operator", "hvp_operator", "HvpChoice", "choose_hvp", "EigResult",
     "lanczos", "top_eigenpairs", "lambda_max", "frobenius_topk", "Estimate", "hutchinson_trace",
     "hutchpp_trace", "frobenius_sq", "frobenius_table_column",
@@ -147,19 +148,33 @@ def fixed_subset(x: Tensor, y: Tensor, fraction: float, *, generator: torch.Gene
     return x[idx], y[idx]
 
 
+CRITERIA = ("cross_entropy", "mse_onehot")
+
+
+def per_row_loss(out: Tensor, y: Tensor, criterion: str) -> Tensor:
+    """Σ over rows of the training criterion: 'cross_entropy' (the papers'), or 'mse_onehot'
+    ½‖out − onehot(y)‖² (quadratic in the outputs: a linear model's Hessian is then constant, the SD
+    negative control)."""
+    if criterion == "cross_entropy":
+        return F.cross_entropy(out, y, reduction="sum")
+    _require(criterion == "mse_onehot", f"criterion={criterion!r}; allowed: {', '.join(CRITERIA)}")
+    return 0.5 * (out - F.one_hot(y, out.shape[-1]).to(out.dtype)).pow(2).sum()
+
+
 def loss_fn(model: nn.Module, x: Tensor, y: Tensor, l2: float = 0.0, *, batch_size: int = 128,
-            dtype: torch.dtype = torch.float32) -> Loss:
-    """f(params) = mean cross-entropy of `model` on (x, y) + (l2/2)·‖θ‖², evaluated in eval mode on a
-    private copy and summed over row batches of `batch_size` (each batch contributes Σ CE / N)."""
+            dtype: torch.dtype = torch.float32, criterion: str = "cross_entropy") -> Loss:
+    """f(params) = mean `criterion` loss of `model` on (x, y) + (l2/2)·‖θ‖², evaluated in eval mode on
+    a private copy and summed over row batches of `batch_size` (each batch contributes Σ loss / N)."""
     _require(batch_size >= 1, f"batch_size={batch_size!r}; allowed: an int >= 1")
     _require(len(y) >= 1, "loss_fn needs at least one row")
+    _require(criterion in CRITERIA, f"criterion={criterion!r}; allowed: {', '.join(CRITERIA)}")
     module = copy.deepcopy(model).to(dtype).eval()  # eval: BN running stats, dropout off
     buffers, n = dict(module.named_buffers()), len(y)
 
     def term(xb: Tensor, yb: Tensor) -> Callable[[Params], Tensor]:
         def f(params: Params) -> Tensor:
             out = functional_call(module, (dict(params), buffers), (xb,))
-            return F.cross_entropy(out, yb, reduction="sum") / n
+            return per_row_loss(out, yb, criterion) / n
         return f
     pieces = zip(x.to(dtype).split(batch_size), y.split(batch_size))
     return Loss(tuple(term(xb, yb) for xb, yb in pieces), float(l2))

@@ -1,0 +1,232 @@
+"""Seed ensembles trained in lockstep, with the Hessian's top eigenvalues tracked along training.
+
+Jastrzebski et al. 2019 §3.1 follow λ_max of the training-loss Hessian along SGD (Fig. 2) and compare
+its peak across learning rates, batch sizes (Fig. 3) and momenta (App. E). Each comparison needs the
+same trajectory for many seeds; on a CPU a small network's SGD step is dominated by per-call overhead,
+so the seeds are trained together:
+
+  S models of one architecture (no BatchNorm: buffers would need a per-seed BN pass) are stacked
+  (`torch.func.stack_module_state`); one step runs a vmapped `functional_call` forward over a
+  [S, B, ...] batch, takes the loss Σ_s L_s(θ_s) (each seed's own mean loss, so ∂/∂θ_s of the sum is
+  exactly ∇L_s) and one backward, then per seed torch.optim.SGD's update (dampening 0, no Nesterov)
+      buf_s ← m·buf_s + g_s + c·θ_s      (buf_s = g_s + c·θ_s at the first step)
+      θ_s  ← θ_s − η·buf_s.
+  Every seed keeps its own initialisation (`build_model(seed=s)`) and its own batch order (a
+  torch.Generator per seed, one permutation per epoch), so the seeds stay independent replicates; the
+  stacking only shares kernel launches (10 cpu-tier MLPs at batch 32: ≈ 3× faster per seed-step than
+  one at a time; benchmarks/README.md). Stacked and single-model training agree to float rounding
+  (core/tests/test_ensemble.py checks against torch.optim.SGD step for step).
+
+At pre-registered global step indices (`checkpoints`, 0 = initialisation) each seed gets:
+  λ_1 ≥ … ≥ λ_k of the Hessian of its mean training loss on a fixed subset of rows (core.hessian:
+  Lanczos with full reorthogonalisation, largest algebraic first, stopped when the relative residual
+  ‖Hv − λv‖/λ ≤ tol or after `lanczos_max_iter` steps, warm-started from the seed's previous
+  eigenvectors), the residuals and whether they converged; train and test loss and accuracy on the
+  full splits. A seed whose parameters (or a gradient) become non-finite is frozen at that step and
+  marked diverged; its later entries are NaN and `status` says where and why (never a silent number).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from core.hessian import CRITERIA, LanczosConfig, hvp_operator, lanczos, loss_fn, per_row_loss
+
+__all__ = ["EnsembleConfig", "train_ensemble", "budget_epochs", "checkpoint_steps", "seed_params"]
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """One constant-lr SGD recipe for every seed of the ensemble, and what is measured along it."""
+    lr: float  # η (constant: Jastrzebski et al. §2 use a constant lr for the λ_max trajectories)
+    batch_size: int  # S, rows per step (the last step of an epoch takes the remainder)
+    epochs: int  # T
+    checkpoints: tuple[int, ...]  # global step indices (0 = init, epochs·steps_per_epoch = the end)
+    momentum: float = 0.0  # m in buf ← m·buf + g (torch.optim.SGD, dampening 0)
+    weight_decay: float = 0.0  # c: L2 gradient c·θ added to g, and (c/2)‖θ‖² to the Hessian's loss
+    criterion: str = "cross_entropy"  # or "mse_onehot" (core.hessian.CRITERIA)
+    top_k: int = 1  # eigenvalues tracked per checkpoint
+    lanczos_tol: float = 1e-3  # relative residual ‖Hv − λv‖/λ at which Lanczos stops
+    lanczos_max_iter: int = 30  # Lanczos steps at most per checkpoint (paper: ~30)
+    hessian_rows: int = 200  # rows of the fixed subset the Hessian's loss is the mean over
+    hessian_seed: int = 12345  # torch.Generator seed that draws those rows, once
+
+    def __post_init__(self):
+        _require(self.lr > 0 and math.isfinite(self.lr), f"lr={self.lr!r}; allowed: a finite lr > 0")
+        _require(isinstance(self.batch_size, int) and self.batch_size >= 1,
+                 f"batch_size={self.batch_size!r}; allowed: an int >= 1")
+        _require(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs={self.epochs!r}; allowed: >= 1")
+        _require(0 <= self.momentum < 1, f"momentum={self.momentum!r}; allowed: 0 <= momentum < 1")
+        _require(self.weight_decay >= 0, f"weight_decay={self.weight_decay!r}; allowed: >= 0")
+        _require(self.criterion in CRITERIA, f"criterion={self.criterion!r}; allowed: {', '.join(CRITERIA)}")
+        _require(self.top_k >= 1 and self.lanczos_max_iter >= self.top_k,
+                 f"top_k={self.top_k!r}, lanczos_max_iter={self.lanczos_max_iter!r}; allowed: 1 <= top_k <= max_iter")
+        _require(len(self.checkpoints) >= 1 and list(self.checkpoints) == sorted(set(self.checkpoints))
+                 and self.checkpoints[0] >= 0, "checkpoints: allowed a strictly increasing tuple of steps >= 0")
+
+
+def _require(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ValueError(msg)
+
+
+# ---------------------------------------------------------------- the schedule (registry SD-1)
+def budget_epochs(tau: float, lr: float, steps_per_epoch: int, points: int) -> tuple[int, int]:
+    """(T, every): the epochs that give gradient-flow time τ = η·steps, T = ⌈τ/(η·steps_per_epoch)⌉
+    rounded up to a whole number of checkpoint intervals of `every` = max(1, round(T/points)) epochs."""
+    epochs = math.ceil(tau / (lr * steps_per_epoch) - 1e-9)
+    every = max(1, round(epochs / points))
+    return math.ceil(epochs / every) * every, every
+
+
+def checkpoint_steps(epochs: int, every: int, steps_per_epoch: int, first_epoch: Sequence[float],
+                     dense: tuple[int, int] | None = None) -> tuple[int, ...]:
+    """Global steps at which curvature is measured: init; the given fractions of epoch 1 (⌈f·S⌉);
+    the end of every `every`-th epoch; plus, for `dense` = (T_eff, every_eff), the end of every
+    every_eff-th epoch up to T_eff (a momentum run on its own effective time scale, registry SD-7)."""
+    steps = {0, steps_per_epoch}
+    steps |= {math.ceil(f * steps_per_epoch) for f in first_epoch}
+    steps |= {e * steps_per_epoch for e in range(every, epochs + 1, every)}
+    if dense is not None:
+        steps |= {e * steps_per_epoch for e in range(dense[1], min(dense[0], epochs) + 1, dense[1])}
+    return tuple(sorted(s for s in steps if s <= epochs * steps_per_epoch))
+
+
+# ---------------------------------------------------------------- training
+def seed_params(stacked: dict[str, Tensor], s: int) -> dict[str, Tensor]:
+    """Seed s's params dict out of a stacked {name: [S, ...]} one."""
+    return {n: p[s] for n, p in stacked.items()}
+
+
+def _stack(models: Sequence[nn.Module]) -> tuple[nn.Module, dict[str, Tensor]]:
+    _require(all(not list(m.buffers()) for m in models),
+             "train_ensemble: the model has buffers (BatchNorm?); the stacked trainer supports none")
+    params, _ = stack_module_state(list(models))
+    return copy.deepcopy(models[0]).to("meta"), {n: p.detach().clone() for n, p in params.items()}
+
+
+def _evaluate(forward: Callable, params: dict, split, criterion: str) -> tuple[Tensor, Tensor]:
+    """Per seed mean loss and accuracy on a whole split (one vmapped forward, no grad)."""
+    with torch.no_grad():
+        out = forward(params, split.x.expand(next(iter(params.values())).shape[0], *split.x.shape))
+        y = split.y.expand(out.shape[0], -1)
+        loss = torch.stack([per_row_loss(o, yy, criterion) for o, yy in zip(out, y)]) / len(split)
+        return loss, (out.argmax(-1) == y).double().mean(1)
+
+
+class _Tracker:
+    """λ_1..λ_k per seed at one checkpoint, warm-started from that seed's previous eigenvectors."""
+
+    def __init__(self, model: nn.Module, data, cfg: EnsembleConfig, n_seeds: int):
+        g = torch.Generator().manual_seed(cfg.hessian_seed)
+        _require(1 <= cfg.hessian_rows <= len(data.train),
+                 f"hessian_rows={cfg.hessian_rows}; allowed: 1..{len(data.train)} (the training rows)")
+        rows = torch.randperm(len(data.train), generator=g)[:cfg.hessian_rows].sort().values
+        self.loss = loss_fn(model, data.train.x[rows], data.train.y[rows], cfg.weight_decay,
+                            batch_size=cfg.hessian_rows, criterion=cfg.criterion)
+        self.cfg = LanczosConfig(k=cfg.top_k, tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter)
+        self.previous: list[Tensor | None] = [None] * n_seeds
+
+    def __call__(self, s: int, params: dict[str, Tensor]) -> tuple[Tensor, Tensor, int]:
+        res = lanczos(hvp_operator(self.loss, params, "reverse-cached"), self.cfg, warm_start=self.previous[s])
+        self.previous[s] = res.eigenvectors
+        return res.eigenvalues, res.residuals, res.n_hvp
+
+
+def _empty(n_seeds: int, n_ckpt: int, k: int) -> dict[str, Tensor]:
+    nan = lambda *shape: torch.full(shape, math.nan, dtype=torch.float64)  # noqa: E731
+    return {"lam": nan(n_seeds, n_ckpt, k), "residual": nan(n_seeds, n_ckpt, k),
+            "n_hvp": torch.zeros(n_seeds, n_ckpt, dtype=torch.long),
+            **{key: nan(n_seeds, n_ckpt) for key in ("train_loss", "train_acc", "test_loss", "test_acc")}}
+
+
+def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
+                   generators: Sequence[torch.Generator]) -> dict:
+    """Train `models` (one per seed, same architecture) in lockstep on `data` under `cfg`, tracking
+    curvature at `cfg.checkpoints` (module docstring). Returns the artifact: per seed `status`, the
+    [S, C(, k)] tensors of `_empty`, `steps`, `epoch`, the final stacked params, wall and CPU seconds."""
+    _require(len(models) == len(generators) >= 1, "one generator per model, at least one model")
+    t0, c0 = time.perf_counter(), time.process_time()
+    base, params = _stack(models)
+    n_seeds, n_rows = len(models), len(data.train)
+    forward = vmap(lambda p, x: functional_call(base, p, (x,)))
+    per_epoch = math.ceil(n_rows / cfg.batch_size)
+    _require(cfg.checkpoints[-1] <= cfg.epochs * per_epoch,
+             f"checkpoint step {cfg.checkpoints[-1]} is past the end ({cfg.epochs * per_epoch} steps)")
+    track, out = _Tracker(models[0], data, cfg, n_seeds), _empty(n_seeds, len(cfg.checkpoints), cfg.top_k)
+    status, alive = ["ok"] * n_seeds, torch.ones(n_seeds, dtype=torch.bool)
+    bufs, step, next_ckpt = None, 0, 0
+    names = list(params)
+
+    def measure(i: int) -> None:
+        _mark_diverged(params, alive, status, step)
+        for key, split in (("train", data.train), ("test", data.test)):
+            loss, acc = _evaluate(forward, params, split, cfg.criterion)
+            out[f"{key}_loss"][:, i], out[f"{key}_acc"][:, i] = loss, acc
+        for s in range(n_seeds):
+            if alive[s]:
+                lam, res, n_hvp = track(s, seed_params(params, s))
+                out["lam"][s, i], out["residual"][s, i], out["n_hvp"][s, i] = lam, res, n_hvp
+            else:
+                out["train_loss"][s, i] = out["train_acc"][s, i] = math.nan
+                out["test_loss"][s, i] = out["test_acc"][s, i] = math.nan
+
+    for epoch in range(cfg.epochs + 1):
+        if next_ckpt < len(cfg.checkpoints) and cfg.checkpoints[next_ckpt] == step:
+            measure(next_ckpt)
+            next_ckpt += 1
+        if epoch == cfg.epochs or next_ckpt == len(cfg.checkpoints):
+            break
+        _mark_diverged(params, alive, status, step)  # once per epoch: a per-step check costs a sync
+        order = torch.stack([torch.randperm(n_rows, generator=g) for g in generators])
+        for lo in range(0, n_rows, cfg.batch_size):
+            idx = order[:, lo:lo + cfg.batch_size]
+            bufs = _sgd_step(forward, params, names, bufs, data.train.x[idx], data.train.y[idx], cfg, alive)
+            step += 1
+            if next_ckpt < len(cfg.checkpoints) and cfg.checkpoints[next_ckpt] == step and lo + cfg.batch_size < n_rows:
+                measure(next_ckpt)  # a checkpoint inside an epoch (epoch 1's fractions)
+                next_ckpt += 1
+    return {"status": status, "steps": torch.tensor(cfg.checkpoints), "steps_per_epoch": per_epoch,
+            "epoch": torch.tensor(cfg.checkpoints, dtype=torch.float64) / per_epoch, **out,
+            "final": {n: p.clone() for n, p in params.items()},
+            "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+
+
+def _sgd_step(forward, params, names, bufs, x, y, cfg: EnsembleConfig, alive: Tensor):
+    """One SGD(momentum) step for every live seed; a diverged seed is frozen (no update reaches it)."""
+    leaves = [params[n].requires_grad_(True) for n in names]
+    logits = forward(params, x)
+    loss = per_row_loss(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), cfg.criterion) / x.shape[1]
+    grads = list(torch.autograd.grad(loss, leaves))  # Σ_s L_s: seed s's gradient is ∇L_s exactly
+    with torch.no_grad():
+        for p in leaves:
+            p.requires_grad_(False)
+        if cfg.weight_decay:
+            torch._foreach_add_(grads, leaves, alpha=cfg.weight_decay)
+        if cfg.momentum:
+            if bufs is None:
+                bufs = [g.clone() for g in grads]
+            else:
+                torch._foreach_mul_(bufs, cfg.momentum)
+                torch._foreach_add_(bufs, grads)
+            grads = bufs
+        for p, g in zip(leaves, grads):
+            live = alive.view(-1, *[1] * (p.dim() - 1))
+            p.sub_(torch.where(live, cfg.lr * g, 0.0))  # where, not a 0 factor: 0·NaN is NaN
+    return bufs
+
+
+def _mark_diverged(params: dict[str, Tensor], alive: Tensor, status: list[str], step: int) -> None:
+    """Freeze and label every live seed whose parameters stopped being finite (one reduction)."""
+    finite = torch.stack([p.reshape(p.shape[0], -1).isfinite().all(1) for p in params.values()]).all(0)
+    for s in (alive & ~finite).nonzero().flatten().tolist():
+        bad = [n for n, p in params.items() if not p[s].isfinite().all()]
+        status[s] = f"diverged at step {step}: non-finite parameters ({', '.join(bad)})"
+        alive[s] = False
