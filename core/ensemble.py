@@ -109,7 +109,8 @@ def _stack(models: Sequence[nn.Module]) -> tuple[nn.Module, dict[str, Tensor]]:
     _require(all(not list(m.buffers()) for m in models),
              "train_ensemble: the model has buffers (BatchNorm?); the stacked trainer supports none")
     params, _ = stack_module_state(list(models))
-    return copy.deepcopy(models[0]).to("meta"), {n: p.detach().clone() for n, p in params.items()}
+    # leaves that require grad for the whole run; updates happen under no_grad
+    return copy.deepcopy(models[0]).to("meta"), {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
 
 
 def _evaluate(forward: Callable, params: dict, split, criterion: str) -> tuple[Tensor, Tensor]:
@@ -150,8 +151,9 @@ def _empty(n_seeds: int, n_ckpt: int, k: int) -> dict[str, Tensor]:
 def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
                    generators: Sequence[torch.Generator]) -> dict:
     """Train `models` (one per seed, same architecture) in lockstep on `data` under `cfg`, tracking
-    curvature at `cfg.checkpoints` (module docstring). Returns the artifact: per seed `status`, the
-    [S, C(, k)] tensors of `_empty`, `steps`, `epoch`, the final stacked params, wall and CPU seconds."""
+    curvature at `cfg.checkpoints` (module docstring). Returns the artifact: `status` ("ok" or how many
+    seeds diverged), per seed `seed_status`, the [S, C(, k)] tensors of `_empty`, `steps`, `epoch`,
+    the final stacked params, and `metrics` (wall and CPU seconds)."""
     _require(len(models) == len(generators) >= 1, "one generator per model, at least one model")
     t0, c0 = time.perf_counter(), time.process_time()
     base, params = _stack(models)
@@ -193,21 +195,21 @@ def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
             if next_ckpt < len(cfg.checkpoints) and cfg.checkpoints[next_ckpt] == step and lo + cfg.batch_size < n_rows:
                 measure(next_ckpt)  # a checkpoint inside an epoch (epoch 1's fractions)
                 next_ckpt += 1
-    return {"status": status, "steps": torch.tensor(cfg.checkpoints), "steps_per_epoch": per_epoch,
+    n_bad = sum(st != "ok" for st in status)
+    return {"status": "ok" if not n_bad else f"diverged: {n_bad} of {n_seeds} seeds", "seed_status": status,
+            "steps": torch.tensor(cfg.checkpoints), "steps_per_epoch": per_epoch,
             "epoch": torch.tensor(cfg.checkpoints, dtype=torch.float64) / per_epoch, **out,
-            "final": {n: p.clone() for n, p in params.items()},
-            "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+            "final": {n: p.detach().clone() for n, p in params.items()},
+            "metrics": {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}}
 
 
 def _sgd_step(forward, params, names, bufs, x, y, cfg: EnsembleConfig, alive: Tensor):
     """One SGD(momentum) step for every live seed; a diverged seed is frozen (no update reaches it)."""
-    leaves = [params[n].requires_grad_(True) for n in names]
+    leaves = [params[n] for n in names]
     logits = forward(params, x)
     loss = per_row_loss(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), cfg.criterion) / x.shape[1]
     grads = list(torch.autograd.grad(loss, leaves))  # Σ_s L_s: seed s's gradient is ∇L_s exactly
     with torch.no_grad():
-        for p in leaves:
-            p.requires_grad_(False)
         if cfg.weight_decay:
             torch._foreach_add_(grads, leaves, alpha=cfg.weight_decay)
         if cfg.momentum:
@@ -217,6 +219,9 @@ def _sgd_step(forward, params, names, bufs, x, y, cfg: EnsembleConfig, alive: Te
                 torch._foreach_mul_(bufs, cfg.momentum)
                 torch._foreach_add_(bufs, grads)
             grads = bufs
+        if alive.all():
+            torch._foreach_add_(leaves, grads, alpha=-cfg.lr)
+            return bufs
         for p, g in zip(leaves, grads):
             live = alive.view(-1, *[1] * (p.dim() - 1))
             p.sub_(torch.where(live, cfg.lr * g, 0.0))  # where, not a 0 factor: 0·NaN is NaN
