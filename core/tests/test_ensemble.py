@@ -50,7 +50,7 @@ def _alone(model, data, cfg, gen):
 def test_stacked_training_equals_torch_sgd_per_seed(momentum, wd):
     data, cfg = _data(), _cfg(momentum=momentum, weight_decay=wd)
     art = train_ensemble([_mlp(0), _mlp(1)], data, cfg, [torch.Generator().manual_seed(s) for s in (10, 11)])
-    assert art["status"] == ["ok", "ok"]
+    assert art["status"] == "ok" and art["seed_status"] == ["ok", "ok"]
     for s in (0, 1):
         want = _alone(_mlp(s), data, cfg, torch.Generator().manual_seed(10 + s))
         got = seed_params(art["final"], s)
@@ -90,7 +90,8 @@ def test_a_diverging_seed_is_frozen_and_labelled_and_the_others_are_untouched():
     with torch.no_grad():
         bad[0].bias[0] = math.nan  # its loss is NaN; the summed loss must not carry it to seed 0
     art = train_ensemble([_mlp(0), bad], data, cfg, [torch.Generator().manual_seed(s) for s in (10, 11)])
-    assert art["status"][0] == "ok" and art["status"][1].startswith("diverged at step 0")
+    assert art["status"] == "diverged: 1 of 2 seeds" and art["seed_status"][0] == "ok"
+    assert art["seed_status"][1].startswith("diverged at step 0")
     assert torch.isnan(art["lam"][1]).all() and torch.isfinite(art["lam"][0]).all()
     alone = train_ensemble([_mlp(0)], data, cfg, [torch.Generator().manual_seed(10)])
     for name, p in seed_params(alone["final"], 0).items():
