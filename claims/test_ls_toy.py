@@ -1,5 +1,5 @@
 """Fort & Jastrzebski 2019 ("Large Scale Structure of Neural Network Loss Landscapes") — toy tier, the
-n-wedge surrogate of §3.2 (core/toys/wedge.py): claims LS-1, LS-2, LS-3, LS-4.
+n-wedge surrogate of §3.2 (core/toys/wedge.py; probes in core/connectors.py): claims LS-1 to LS-4.
 
 LS-1 — §3.3 "Optimizing on random low-dimensional hyperplanar cuts": "we could successfully minimize
   the loss, given the d of the hyperplane was > d_lim ... we were able to relate this limiting dimension
@@ -41,6 +41,7 @@ import os
 import pytest
 import torch
 
+from core import connectors as C
 from core import stats
 from core.harness import check_claim, check_control, claim_of
 from core.plots import cosine_matrix, count_vs_m, toy_transition, well_profile
@@ -65,13 +66,13 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
-def _optim(s, prefix: str = "", schedule: str | None = None) -> W.OptimConfig:
+def _optim(s, prefix: str = "", schedule: str | None = None) -> C.OptimConfig:
     """Registry optimiser settings (`<prefix>optimizer`, `lr`, `steps`, `lr_schedule`) -> OptimConfig."""
     text = schedule if schedule is not None else s[f"{prefix}lr_schedule"]
     kinds = [k for k in ("cosine", "constant") if text.startswith(k)]
     if len(kinds) != 1:
         raise ValueError(f"lr_schedule {text!r}; known: 'cosine decay to 0 over steps', 'constant'")
-    return W.OptimConfig(method=s[f"{prefix}optimizer"], lr=float(s[f"{prefix}lr"]),
+    return C.OptimConfig(method=s[f"{prefix}optimizer"], lr=float(s[f"{prefix}lr"]),
                          steps=int(s[f"{prefix}steps"]), schedule=kinds[0])
 
 
@@ -91,13 +92,13 @@ def _ls1(landscape: str) -> dict[str, torch.Tensor]:
     s = claim_of("LS-1").settings
     D, n, g = s["D"], s["n"], _gen(101)
     dims = sorted(set(s["d_grid"]) | ({D} if landscape == "wedge" else set()))
-    P0, M, d = W.random_subspaces(D, dims, s["n_subspaces"], generator=g, basis=W.random_gaussian_rows)
+    P0, M, d = C.random_subspaces(D, dims, s["n_subspaces"], generator=g, basis=C.random_gaussian_rows)
     if landscape == "wedge":
         loss = functools.partial(W.wedge_loss, n=n)
     else:  # one minimum point c per draw: a d < D affine subspace misses it almost surely
         c = torch.randn(P0.shape, generator=g, dtype=F64)
         loss = functools.partial(W.bowl_loss, centre=c, curvature=torch.ones(D, dtype=F64))
-    rel = loss(W.minimize_in_subspace(loss, P0, M, _optim(s))) / loss(P0)
+    rel = loss(C.minimize_in_subspace(loss, P0, M, _optim(s))) / loss(P0)
     return {"d": d, "rel": rel, "success": rel <= s["success_rel_tol"]}
 
 
@@ -164,16 +165,16 @@ def _ls2(same_wedge: bool) -> dict:
         a = W.project_to_wedge(x0[:, 0], n)
         ends = torch.stack([a, x0[:, 1].masked_fill(W.wedge_mask(a, n), 0.0)], 1)
     else:           # the endpoints use LS-1's optimiser (registry: "endpoints")
-        ends = W.minimize(loss, x0, _optim(s1))
+        ends = C.minimize(loss, x0, _optim(s1))
         worst = float((loss(ends) / loss(x0)).max())
         assert worst <= s1["success_rel_tol"], f"LS-2 endpoints not converged: final/initial {worst:.3g}"
     fr = torch.arange(1, s["n_segments"], dtype=F64) / s["n_segments"]
     # the registry gives no hyperplane schedule: LS-1's (the optimiser the endpoints use) is assumed
-    tun = W.build_tunnel(loss, ends[:, 0], ends[:, 1], fractions=fr,
+    tun = C.build_tunnel(loss, ends[:, 0], ends[:, 1], fractions=fr,
                          config=_optim(s, "hyperplane_", schedule=s1["lr_schedule"]),
                          points_per_segment=s["n_points_per_segment"])
-    lin, tb = W.barrier(tun.linear_losses), W.barrier(tun.tunnel_losses)
-    w1, w2, across = W.half_alignment(tun.cos, fr)
+    lin, tb = C.barrier(tun.linear_losses), C.barrier(tun.tunnel_losses)
+    w1, w2, across = C.half_alignment(tun.cos, fr)
     masks = W.wedge_mask(ends, n)
     return {"lin": lin, "tunnel": tb, "w1": w1, "w2": w2, "across": across, "cos": tun.cos.mean(0),
             "different_wedges": (masks[:, 0] != masks[:, 1]).any(-1),
@@ -249,7 +250,7 @@ def test_ls3_toy_negative_control(request, toy_memo):
 
 # ---------------------------------------------------------------- LS-4: short directions vs m
 def _ls4(landscape: str) -> dict:
-    """All m in one batch with analytic gradients (W.descend, W.build_connectors): the optimisation of
+    """All m in one batch with analytic gradients (C.descend, C.build_connectors): the optimisation of
     one autograd run per m (rows are independent; the draws come in m order), equal to it up to
     rounding, which 3000 Adam steps on the non-smooth objective amplify: single replicate counts can
     differ from an autograd run's as they differ between any two exact-to-rounding implementations."""
@@ -257,7 +258,7 @@ def _ls4(landscape: str) -> dict:
     D, n, reps, g = s["D"], s["n"], s["replicates_per_m"], _gen(404)
     if landscape == "wedge":
         support, loss = None, functools.partial(W.wedge_loss, n=n)
-        grad = point_grad = functools.partial(W.wedge_grad, n=n, scratch=W.Scratch())
+        grad = point_grad = functools.partial(W.wedge_grad, n=n, scratch=C.Scratch())
     else:  # control: one n-wedge (curvature 1 on D − n random coordinates): no intersections to reach
         support = torch.randperm(D, generator=g)[:D - n]
         pinned, zero = torch.zeros(D, dtype=F64).index_fill_(0, support, 1.0), torch.zeros(D, dtype=F64)
@@ -265,10 +266,10 @@ def _ls4(landscape: str) -> dict:
         grad = functools.partial(W.bowl_grad, centre=zero, curvature=pinned)
         point_grad = functools.partial(W.bowl_grad, centre=zero[support], curvature=pinned[support])
     starts = [torch.randn(reps, m + 1, D, generator=g, dtype=F64) for m in s["m_grid"]]
-    optima = W.descend(grad, torch.cat([x.reshape(-1, D) for x in starts]), _optim(s1))
+    optima = C.descend(grad, torch.cat([x.reshape(-1, D) for x in starts]), _optim(s1))
     groups = [o.reshape(x.shape) for o, x in zip(optima.split([x.shape[0] * x.shape[1] for x in starts]), starts)]
     pps = s["n_points_per_segment"]
-    cons = W.build_connectors_split(groups, loss_fn=loss, point_grad=point_grad, support=support,
+    cons = C.build_connectors_split(groups, loss_fn=loss, point_grad=point_grad, support=support,
                                     config=_optim(s), points_per_segment=pps, processes=os.cpu_count() or 1)
     counts = torch.cat([W.pinned_count(c.centre, s["zero_tol"]).double() for c in cons])
     ms = torch.tensor(list(s["m_grid"]), dtype=F64).repeat_interleave(reps)

@@ -44,14 +44,15 @@ def _digest(tensors) -> str:
 def _connector_probe() -> dict:
     """LS-4 in miniature: optima on a D = 30, n = 26 wedge, m-connectors for m = 1..4, 6 each."""
     import torch
+    from core import connectors as C
     from core.toys import wedge as W
     D, n, reps, ms, g = 30, 26, 6, (1, 2, 3, 4), torch.Generator().manual_seed(404)
-    grad = functools.partial(W.wedge_grad, n=n, scratch=W.Scratch())
+    grad = functools.partial(W.wedge_grad, n=n, scratch=C.Scratch())
     starts = [torch.randn(reps, m + 1, D, generator=g, dtype=torch.float64) for m in ms]
-    optima = W.descend(grad, torch.cat([x.reshape(-1, D) for x in starts]), W.OptimConfig(steps=150, lr=0.05))
+    optima = C.descend(grad, torch.cat([x.reshape(-1, D) for x in starts]), C.OptimConfig(steps=150, lr=0.05))
     groups = [o.reshape(x.shape) for o, x in zip(optima.split([x.shape[0] * x.shape[1] for x in starts]), starts)]
-    cons = W.build_connectors(groups, loss_fn=functools.partial(W.wedge_loss, n=n), points_per_segment=21,
-                              segment_grad=W.segments_grad(grad, 21), config=W.OptimConfig(steps=200, lr=0.01))
+    cons = C.build_connectors(groups, loss_fn=functools.partial(W.wedge_loss, n=n), points_per_segment=21,
+                              segment_grad=C.segments_grad(grad, 21), config=C.OptimConfig(steps=200, lr=0.01))
     centres = torch.cat([c.centre for c in cons])
     counts = W.pinned_count(centres, 1e-3).double()
     return {"m": [float(m) for m in ms for _ in range(reps)], "count": counts.tolist(),

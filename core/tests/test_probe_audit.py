@@ -24,6 +24,7 @@ import pytest
 import torch
 from torch import nn
 
+from core import connectors as C
 from core.harness import claim_of
 from core.landscape import directions as dirs
 from core.landscape import probes
@@ -593,12 +594,12 @@ def test_ls2_tunnel_barrier_is_evaluated_between_the_optimised_points(height):
     loss = lambda P: (P[..., 1] - height * torch.sin(5 * math.pi * P[..., 0]).abs()) ** 2  # noqa: E731
     a, b = torch.tensor([[0.0, 0.0]], dtype=F64), torch.tensor([[1.0, 0.0]], dtype=F64)
     fr = torch.arange(1, 5, dtype=F64) / 5
-    cfg = W.OptimConfig(method="gd", steps=5, lr=0.1, schedule="constant")
-    tun = W.build_tunnel(loss, a, b, fractions=fr, config=cfg, points_per_segment=41)
+    cfg = C.OptimConfig(method="gd", steps=5, lr=0.1, schedule="constant")
+    tun = C.build_tunnel(loss, a, b, fractions=fr, config=cfg, points_per_segment=41)
     assert float(loss(tun.nodes).abs().max()) < 1e-20
     assert tun.tunnel_losses.shape[-1] == 5 * 40 + 1
-    assert float(W.barrier(tun.tunnel_losses)[0]) == pytest.approx(height ** 2, rel=1e-12)
-    assert float(W.barrier(W.polyline_losses(loss, tun.nodes, 2))[0]) < 1e-20
+    assert float(C.barrier(tun.tunnel_losses)[0]) == pytest.approx(height ** 2, rel=1e-12)
+    assert float(C.barrier(C.polyline_losses(loss, tun.nodes, 2))[0]) < 1e-20
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
@@ -610,13 +611,13 @@ def test_ls2_half_alignment_controls(scale):
     fr = torch.arange(1, 7, dtype=F64) / 7
     e = torch.eye(20, dtype=F64)
     two = torch.stack([e[0]] * 3 + [e[1]] * 3) * scale * torch.arange(1, 7, dtype=F64)[:, None]
-    w1, w2, across = W.half_alignment(W.cosine_matrix(two), fr)
+    w1, w2, across = C.half_alignment(C.cosine_matrix(two), fr)
     assert float(w1) == pytest.approx(1) and float(w2) == pytest.approx(1)
     assert float(across) == pytest.approx(0, abs=1e-12)
     par = torch.stack([e[0]] * 6) * scale
-    assert float(W.half_alignment(W.cosine_matrix(par), fr)[2]) == pytest.approx(1)
+    assert float(C.half_alignment(C.cosine_matrix(par), fr)[2]) == pytest.approx(1)
     rnd = scale * torch.randn(2000, 6, 20, generator=_gen(9), dtype=F64)
-    w1, w2, _ = W.half_alignment(W.cosine_matrix(rnd), fr)
+    w1, w2, _ = C.half_alignment(C.cosine_matrix(rnd), fr)
     assert float(torch.maximum(w1, w2).mean()) < 0.1 and float(((w1 > 0.5) & (w2 > 0.5)).double().mean()) < 0.01
 
 

@@ -1,5 +1,6 @@
 """Oracle tests of core/toys/wedge.py (Fort & Jastrzebski 2019 n-wedge surrogate): closed-form values,
-finite differences, constraint invariants, hand counts, and batching == looping."""
+finite differences, hand counts, and the wedge properties the connectors probe (d_lim = D − n,
+connector centres pinned on every wedge). The probes themselves: core/tests/test_connectors.py."""
 from __future__ import annotations
 
 import math
@@ -8,6 +9,7 @@ from functools import partial
 import pytest
 import torch
 
+from core import connectors as C
 from core.toys import wedge as W
 
 F64 = torch.float64
@@ -59,38 +61,15 @@ def test_gradient_matches_finite_differences_away_from_ties():
 def test_bad_n_names_the_value():
     with pytest.raises(ValueError, match="n=7"):
         W.wedge_loss(torch.zeros(5, dtype=F64), 7)
-    with pytest.raises(ValueError, match="method='sgd'"):
-        W.OptimConfig(method="sgd")
+    with pytest.raises(ValueError, match="n=7"):
+        W.wedge_grad(torch.zeros(5, dtype=F64), 7)
 
 
-# ---------------------------------------------------------------- optimiser
-def test_adam_matches_torch_adam_and_gd_matches_sgd_on_a_quadratic():
-    x0 = torch.randn(4, 3, generator=_gen(2), dtype=F64)
-    loss = lambda x: 0.5 * (x * torch.arange(1, 4, dtype=F64)).square().sum(-1)  # noqa: E731
-    for method, make in (("adam", lambda p: torch.optim.Adam([p], lr=0.05, eps=1e-30)),
-                         ("gd", lambda p: torch.optim.SGD([p], lr=0.05))):
-        ours = W.minimize(loss, x0, W.OptimConfig(method=method, steps=50, lr=0.05, schedule="constant",
-                                                  eps=1e-30))
-        p = x0.clone().requires_grad_(True)
-        opt = make(p)
-        for _ in range(50):
-            opt.zero_grad()
-            loss(p).sum().backward()
-            opt.step()
-        assert torch.allclose(ours, p.detach(), atol=1e-12), method
-
-
-def test_cosine_schedule_values():
-    cfg = W.OptimConfig(steps=4, lr=1.0)
-    assert [cfg.lr_at(t) for t in range(4)] == pytest.approx([1.0, 0.5 + 0.5 * math.sqrt(0.5), 0.5,
-                                                              0.5 - 0.5 * math.sqrt(0.5)])
-
-
-# ---------------------------------------------------------------- subspaces (LS-1)
+# ---------------------------------------------------------------- subspaces: d_lim = D − n (LS-1)
 def test_subspace_with_d_equal_D_minus_n_reaches_zero_on_a_hand_case():
     P0 = _t(1.0, 2.0, 0.3, 0.4)[None]               # D = 4, n = 2: nearest wedge pins coords 3, 4
     M = torch.eye(4, dtype=F64)[None, 2:]           # d = 2 = D − n: theta = (−0.3, −0.4) solves it
-    P = W.minimize_in_subspace(partial(W.wedge_loss, n=2), P0, M, W.OptimConfig(steps=1000, lr=0.01))
+    P = C.minimize_in_subspace(partial(W.wedge_loss, n=2), P0, M, C.OptimConfig(steps=1000, lr=0.01))
     assert W.wedge_loss(P, 2).item() < 1e-6
     assert torch.allclose(P[0, :2], P0[0, :2])      # the subspace cannot move coords 1, 2
 
@@ -98,74 +77,11 @@ def test_subspace_with_d_equal_D_minus_n_reaches_zero_on_a_hand_case():
 def test_subspace_below_D_minus_n_stops_at_the_hand_minimum():
     P0 = _t(1.0, 2.0, 0.3, 0.4)[None]
     M = torch.eye(4, dtype=F64)[None, 2:3]          # d = 1: only coord 3 moves; min loss = |0.4|
-    P = W.minimize_in_subspace(partial(W.wedge_loss, n=2), P0, M, W.OptimConfig(steps=1000, lr=0.01))
+    P = C.minimize_in_subspace(partial(W.wedge_loss, n=2), P0, M, C.OptimConfig(steps=1000, lr=0.01))
     assert W.wedge_loss(P, 2).item() == pytest.approx(0.4, abs=1e-6)
 
 
-def test_random_bases_and_zero_padding_equal_separate_runs():
-    D, g = 8, _gen(3)
-    Q = W.random_orthonormal(5, 3, D, generator=g)
-    assert torch.allclose(Q @ Q.transpose(1, 2), torch.eye(3, dtype=F64).expand(5, 3, 3), atol=1e-12)
-    P0, M, d = W.random_subspaces(D, [2, 4], 3, generator=_gen(4), basis=W.random_gaussian_rows)
-    assert M.shape == (6, 4, D) and d.tolist() == [2, 2, 2, 4, 4, 4] and not M[:3, 2:].any()
-    L, cfg = partial(W.wedge_loss, n=5), W.OptimConfig(steps=200, lr=0.01)
-    batched = W.minimize_in_subspace(L, P0, M, cfg)
-    looped = torch.cat([W.minimize_in_subspace(L, P0[i:i + 1], M[i:i + 1, :d[i]], cfg) for i in range(6)])
-    assert torch.allclose(batched, looped, atol=1e-12)
-
-
-# ---------------------------------------------------------------- paths, tunnels (LS-2)
-def test_barrier_of_the_line_between_two_wedges_hand_value():
-    a, b = _t(1.0, 0.0), _t(0.0, 1.0)               # D = 2, n = 1: L(t) = min(1 − t, t) on the line
-    losses = W.polyline_losses(partial(W.wedge_loss, n=1), torch.stack([a, b])[None], 41)
-    assert losses.shape == (1, 41)
-    assert W.barrier(losses).item() == pytest.approx(0.5, abs=1e-15)
-
-
-def test_tunnel_points_stay_on_their_hyperplanes_and_batching_equals_looping():
-    D, n = 10, 6
-    L = partial(W.wedge_loss, n=n)
-    a, b = W.project_to_wedge(torch.randn(2, 3, D, generator=_gen(5), dtype=F64), n)
-    fr, cfg = [0.25, 0.4, 0.6, 0.75], W.OptimConfig(steps=300, lr=0.01)
-    tun = W.build_tunnel(L, a, b, fractions=fr, config=cfg, points_per_segment=5)
-    u = (b - a) / (b - a).norm(dim=-1, keepdim=True)
-    assert torch.einsum("bkD,bD->bk", tun.deviations, u).abs().max() < 1e-10
-    assert torch.allclose(tun.nodes[:, 0], a) and torch.allclose(tun.nodes[:, -1], b)
-    assert tun.linear_losses.shape == tun.tunnel_losses.shape == (3, 5 * 4 + 1)
-    one = W.build_tunnel(L, a[1:2], b[1:2], fractions=fr, config=cfg, points_per_segment=5)
-    assert torch.allclose(one.nodes[0], tun.nodes[1], atol=1e-12)
-
-
-def test_half_alignment_hand_cosines():
-    e = torch.eye(3, dtype=F64)
-    dev = torch.stack([e[0], 2 * e[0], e[2], e[1], -e[1] + 1e-3 * e[2]])[None]
-    w1, w2, across = W.half_alignment(W.cosine_matrix(dev), [0.2, 0.4, 0.5, 0.6, 0.8])
-    assert w1.item() == pytest.approx(1.0) and w2.item() == pytest.approx(-1.0, abs=1e-5)
-    assert across.item() == pytest.approx(0.0, abs=1e-12)   # the t = 0.5 point (e_3) is in no half
-    with pytest.raises(ValueError, match="each half"):
-        W.half_alignment(torch.eye(3, dtype=F64), [0.2, 0.6, 0.8])
-
-
-# ---------------------------------------------------------------- m-connectors (LS-4)
-@pytest.mark.parametrize("objective", ["centre", "segments"])
-def test_connector_centre_stays_in_its_affine_subspace_and_batching_equals_looping(objective):
-    D, n, m = 12, 8, 3
-    L = partial(W.wedge_loss, n=n)
-    opt = W.project_to_wedge(torch.randn(2, m + 1, D, generator=_gen(6), dtype=F64), n)
-    obj = W.centre_objective(L) if objective == "centre" else W.segments_objective(L, 5)
-    cfg = W.OptimConfig(steps=200, lr=0.01)
-    con = W.build_connector(L, opt, objective=obj, config=cfg, points_per_segment=5)
-    eye = torch.eye(m, dtype=F64).expand(2, m, m)
-    assert torch.allclose(con.normals @ con.normals.transpose(1, 2), eye, atol=1e-12)
-    assert torch.einsum("bkD,bD->bk", con.normals, con.centre - con.hull_point).abs().max() < 1e-10
-    spread = opt - con.hull_point[:, None]          # optima − hull lie in span(normals)
-    resid = spread - torch.einsum("bik,bkD->biD", torch.einsum("biD,bkD->bik", spread, con.normals), con.normals)
-    assert resid.abs().max() < 1e-10
-    assert con.barriers.shape == (2, m + 1) and con.segment_losses.shape == (2, m + 1, 5)
-    one = W.build_connector(L, opt[1:], objective=obj, config=cfg, points_per_segment=5)
-    assert torch.allclose(one.centre[0], con.centre[1], atol=1e-12)
-
-
+# ---------------------------------------------------------------- m-connectors on wedges (LS-4)
 def test_segments_objective_pins_the_centre_on_every_wedge():
     """D = 6, n = 4: optima (1, 2, 3, 4, 0, 0) and (0, 0, 3, 4, 1, 2) pin {5, 6} and {1, 2}. A zero-loss
     1-connector needs a centre on both wedges; (0, 0, 3, 4, 0, 0) is one and lies on the centre's plane
@@ -173,12 +89,12 @@ def test_segments_objective_pins_the_centre_on_every_wedge():
     coordinates, the union of the short sets. The centre's own loss pins only the barycentre's two
     smallest coordinates (1 and 5: a third wedge), so the segments to the optima keep a barrier."""
     opt = _t(1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0, 3.0, 4.0, 1.0, 2.0).reshape(1, 2, 6)
-    L, cfg = partial(W.wedge_loss, n=4), W.OptimConfig(steps=1000)
-    con = W.build_connector(L, opt, objective=W.segments_objective(L, 11), config=cfg, points_per_segment=11)
+    L, cfg = partial(W.wedge_loss, n=4), C.OptimConfig(steps=1000)
+    con = C.build_connector(L, opt, objective=C.segments_objective(L, 11), config=cfg, points_per_segment=11)
     assert W.pinned_count(con.centre, 1e-3).item() == 4
     assert torch.allclose(con.centre, _t(0.0, 0.0, 3.0, 4.0, 0.0, 0.0)[None], atol=1e-3)
     assert con.barriers.abs().max().item() < 1e-3
-    own = W.build_connector(L, opt, objective=W.centre_objective(L), config=cfg, points_per_segment=11)
+    own = C.build_connector(L, opt, objective=C.centre_objective(L), config=cfg, points_per_segment=11)
     assert (own.centre.abs() < 1e-3).tolist() == [[True, False, False, False, True, False]]
     assert own.barriers.min().item() > 0.1
 
@@ -254,83 +170,3 @@ def test_wedge_and_bowl_gradients_match_autograd():
     assert torch.allclose(W.bowl_grad(P, centre=c, curvature=kappa), auto, atol=1e-14, rtol=0)
 
 
-def _ragged(D: int, n: int, ms, per: int, seed: int):
-    groups = [W.project_to_wedge(torch.randn(per, m + 1, D, generator=_gen(seed + m), dtype=F64), n) for m in ms]
-    flat = torch.cat([o.reshape(-1, D) for o in groups])
-    owner = torch.arange(per * len(ms)).repeat_interleave(torch.tensor([m + 1 for m in ms for _ in range(per)]))
-    return groups, flat, owner
-
-
-def _autograd_segments(loss, groups, centres, p):
-    out, i = [], 0
-    for o in groups:
-        c = centres[i:i + len(o)].clone().requires_grad_(True)
-        out.append(torch.autograd.grad(W.segments_objective(loss, p)(c, o).sum(), c)[0])
-        i += len(o)
-    return torch.cat(out)
-
-
-def test_segments_grad_matches_autograd_for_ragged_sets_wedge_and_bowl_support():
-    D, n, p = 16, 11, 9
-    groups, flat, owner = _ragged(D, n, (1, 2, 4), 3, seed=20)
-    C = torch.cat([o.mean(1) for o in groups]) + 0.1 * torch.randn(9, D, generator=_gen(13), dtype=F64)
-    ours = W.segments_grad(partial(W.wedge_grad, n=n), p, rows=20)(C, flat, owner)
-    assert torch.allclose(ours, _autograd_segments(partial(W.wedge_loss, n=n), groups, C, p), atol=1e-14, rtol=0)
-    supp = torch.tensor([3, 7, 8, 12])
-    kappa, z = torch.zeros(D, dtype=F64).index_fill_(0, supp, 1.0), torch.randn(D, generator=_gen(14), dtype=F64)
-    grad = W.segments_grad(partial(W.bowl_grad, centre=z[supp], curvature=kappa[supp]), p, support=supp)
-    auto = _autograd_segments(partial(W.bowl_loss, centre=z, curvature=kappa), groups, C, p)
-    assert torch.allclose(grad(C, flat, owner), auto, atol=1e-14, rtol=0)
-
-
-def test_descend_with_an_analytic_gradient_equals_minimize():
-    x0 = torch.randn(4, 3, generator=_gen(15), dtype=F64)
-    a = torch.arange(1, 4, dtype=F64)
-    cfg = W.OptimConfig(steps=100, lr=0.05)
-    ours = W.descend(lambda x: a * a * x, x0, cfg)
-    assert torch.allclose(ours, W.minimize(lambda x: 0.5 * (a * x).square().sum(-1), x0, cfg), atol=1e-13)
-
-
-def test_build_connectors_in_one_ragged_batch_equal_build_connector_per_m():
-    """Same iterates as one autograd run per m up to rounding for 100 steps (measured 3e-14). Later the
-    non-smooth objective amplifies rounding (both runs are exact to it; measured 4e-3 at 300 steps), so
-    there only the pinned counts must agree (they do for these seeds)."""
-    D, n, p = 12, 8, 5
-    L = partial(W.wedge_loss, n=n)
-    groups, _, _ = _ragged(D, n, (1, 3), 2, seed=30)
-    sg = W.segments_grad(partial(W.wedge_grad, n=n), p)
-    for steps in (100, 300):
-        cfg = W.OptimConfig(steps=steps, lr=0.01)
-        cons = W.build_connectors(groups, loss_fn=L, segment_grad=sg, config=cfg, points_per_segment=p)
-        for o, con in zip(groups, cons):
-            ref = W.build_connector(L, o, objective=W.segments_objective(L, p), config=cfg, points_per_segment=p)
-            assert con.normals.shape == ref.normals.shape and con.barriers.shape == (2, o.shape[1])
-            assert torch.equal(W.pinned_count(con.centre, 1e-3), W.pinned_count(ref.centre, 1e-3))
-            if steps == 100:
-                assert torch.allclose(con.centre, ref.centre, atol=1e-12, rtol=0)
-                assert torch.allclose(con.segment_losses, ref.segment_losses, atol=1e-12, rtol=0)
-    with pytest.raises(ValueError, match="build_connectors"):
-        W.build_connectors([groups[0][:, :1]], loss_fn=L, segment_grad=sg, config=cfg, points_per_segment=p)
-
-
-def test_connectors_split_over_processes_equal_one_process_exactly():
-    """Rows are independent: sharing the groups out over worker processes changes no bit (a shared
-    Scratch once raced between the workers; a pickled Scratch now starts empty)."""
-    import functools
-    import pickle
-    D, n, pps = 12, 9, 5
-    g = torch.Generator().manual_seed(3)
-    groups = [torch.randn(2, m + 1, D, generator=g, dtype=torch.float64) for m in (1, 2, 3)]
-    cfg = W.OptimConfig(method="adam", lr=0.05, steps=60)
-    loss = functools.partial(W.wedge_loss, n=n)
-    pg = functools.partial(W.wedge_grad, n=n, scratch=W.Scratch())
-    one = W.build_connectors(groups, loss_fn=loss, segment_grad=W.segments_grad(pg, pps), config=cfg,
-                             points_per_segment=pps)
-    split = W.build_connectors_split(groups, loss_fn=loss, point_grad=pg, support=None, config=cfg,
-                                     points_per_segment=pps, processes=2)
-    for a, b in zip(one, split):
-        assert torch.equal(a.centre, b.centre) and torch.equal(a.segment_losses, b.segment_losses)
-    ws = W.Scratch()
-    ws.get("x", (3,), torch.float32)
-    assert pickle.loads(pickle.dumps(ws))._bufs == {}
-    assert W._balanced_shares([6, 1, 5, 2], 2) == [[0, 1], [2, 3]]
