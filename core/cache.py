@@ -75,6 +75,18 @@ class ArtifactCache:
         pt, meta, _ = self.paths(self.key(spec))
         return pt.exists() and meta.exists()
 
+    def entry_status(self, spec: Any) -> str | None:
+        """The committed entry's recorded status ("ok", "diverged", ...) read from its metadata,
+        without loading the artifact (its size is checked, not its checksum: `load` and `list`
+        verify); None when absent, unreadable or truncated. What a warm `fixtures build` needs."""
+        pt, meta_path, _ = self.paths(self.key(spec))
+        try:
+            meta = json.loads(meta_path.read_text())
+            size = pt.stat().st_size
+        except (OSError, ValueError):
+            return None
+        return None if _corruption(pt, size, meta, False) else str(meta.get("status", "?"))
+
     def load(self, spec: Any) -> dict | None:
         """The verified artifact of spec; None if absent or corrupt (the latter with a warning)."""
         artifact, why = self._read(self.key(spec))

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["Split", "Dataset", "UnknownName", "DatasetNotFound", "DATASETS", "NORMALIZATIONS",
-           "default_data_dir", "load_dataset", "read_idx", "augment_crop_flip", "batches"]
+           "default_data_dir", "load_dataset", "mnist1d_arrays", "read_idx", "augment_crop_flip", "batches"]
 
 NORMALIZATIONS = ("per_channel", "per_pixel", "none")  # True -> "per_channel", False -> "none"
 MNIST1D_DEFAULT = (4000, 1000)  # (train, test) sizes of the mnist1d package's default split
@@ -112,7 +112,7 @@ def default_data_dir() -> Path:
 
 # ---------------------------------------------------------------- mnist1d (generated)
 @functools.lru_cache(maxsize=4)
-def _mnist1d_arrays(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def mnist1d_arrays(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Generate MNIST-1D in memory (~0.8 s per 5k samples); cached per process, read-only.
 
     make_dataset seeds numpy's and Python's *global* RNGs, so their states are restored after.
@@ -132,14 +132,15 @@ def _mnist1d_arrays(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray
     return x, y
 
 
-def _load_mnist1d(root, *, download, seed, n_train, n_test) -> _Raw:
+def _load_mnist1d(root, *, download, seed, n_train, n_test, arrays=None) -> _Raw:
     """Pool of n_train then n_test samples; with the defaults this is exactly the package's
     4000/1000 split (train_split 0.8). The package draws num_samples // 10 per class, so we
-    generate a multiple of 10 and drop the last few samples of the shuffled pool."""
+    generate a multiple of 10 and drop the last few samples of the shuffled pool. `arrays`:
+    (num_samples, seed) -> (x, y) in place of `mnist1d_arrays` (a caller's disk memo of it)."""
     n_train = MNIST1D_DEFAULT[0] if n_train is None else n_train
     n_test = MNIST1D_DEFAULT[1] if n_test is None else n_test
     total = -(-(n_train + n_test) // 10) * 10
-    x, y = _mnist1d_arrays(total, seed)
+    x, y = (arrays or mnist1d_arrays)(total, seed)
     return _Raw(x[:n_train], y[:n_train], x[n_train:n_train + n_test],
                 y[n_train:n_train + n_test], 10, 1.0)
 
@@ -344,7 +345,7 @@ def _normalize(name: str, splits: list[Split | None], mode: str) -> list[Split |
 
 def load_dataset(name: str, *, data_dir=None, device="cpu", seed: int = 0, n_train: int | None = None,
                  n_test: int | None = None, n_val: int = 0, download: bool = False,
-                 normalize: bool | str = True) -> Dataset:
+                 normalize: bool | str = True, mnist1d_arrays=None) -> Dataset:
     """Load `name` onto `device`; nothing touches the network unless download=True.
 
     n_train: size of the returned train split (None: everything left after the validation
@@ -354,11 +355,14 @@ def load_dataset(name: str, *, data_dir=None, device="cpu", seed: int = 0, n_tra
     normalize: True/"per_channel" (He et al.; one scalar mean/std for [N, L] signals),
     "per_pixel" (Jastrzebski et al.), False/"none" (images in [0, 1]; MNIST-1D as the package
     emits it, already standardised over train+test); statistics come from the returned train split.
+    mnist1d_arrays: for "mnist1d", a (num_samples, seed) -> (x, y) that returns what `mnist1d_arrays`
+    generates, e.g. from a disk memo (generation costs ~1 s per 1,000 samples in every process).
     """
     mode = _check_args(name, seed, n_train, n_test, n_val, normalize)
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     pool = None if n_train is None else n_train + n_val  # mnist1d: None -> 4000, val included
-    raw = DATASETS[name](root, download=download, seed=seed, n_train=pool, n_test=n_test)
+    extra = {"arrays": mnist1d_arrays} if name == "mnist1d" and mnist1d_arrays is not None else {}
+    raw = DATASETS[name](root, download=download, seed=seed, n_train=pool, n_test=n_test, **extra)
     g = torch.Generator().manual_seed(seed)
     val_idx, train_idx = _indices(len(raw.y_train), n_train, n_val, g, f"{name} train")
     _, test_idx = _indices(len(raw.y_test), n_test, 0, g, f"{name} test")

@@ -209,3 +209,17 @@ def test_key_includes_the_numerical_code_path(monkeypatch):
     assert C.code_path_key(threads=False) in canonical_json(Spec())
     monkeypatch.setattr(C, "code_path_key", lambda threads=True: "mkl=AUTO;aten=AVX512")
     assert spec_key(Spec()) != here
+
+
+def test_entry_status_reads_the_metadata_only_and_refuses_damaged_entries(tmp_path):
+    """What a warm `fixtures build` reports without loading: absent -> None, built -> its status,
+    truncated .pt or missing metadata -> None (so the build path rebuilds it)."""
+    cache = ArtifactCache(tmp_path)
+    assert cache.entry_status(Spec()) is None
+    cache.get_or_build(Spec(), lambda: {**_artifact(), "status": "diverged"})
+    assert cache.entry_status(Spec()) == "diverged"
+    pt, meta, _ = cache.paths(cache.key(Spec()))
+    pt.write_bytes(pt.read_bytes()[:10])
+    assert cache.entry_status(Spec()) is None
+    meta.unlink()
+    assert cache.entry_status(Spec()) is None

@@ -51,7 +51,7 @@ def test_mnist1d_offline_shapes_splits_dtypes(no_network):
 
 def test_mnist1d_matches_the_package_and_keeps_global_rng():
     from mnist1d.data import get_dataset_args, make_dataset
-    D._mnist1d_arrays.cache_clear()
+    D.mnist1d_arrays.cache_clear()
     np_before, py_before = np.random.get_state()[1].copy(), random.getstate()
     d = load_dataset("mnist1d", seed=5, n_train=400, n_test=100, normalize=False)
     assert np.array_equal(np.random.get_state()[1], np_before) and random.getstate() == py_before
