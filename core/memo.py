@@ -86,7 +86,7 @@ def encode(value):
     if isinstance(value, Tensor):
         return {"__tensor__": value.detach().cpu(), "device": str(value.device)}
     if isinstance(value, np.ndarray):
-        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value))}
+        return {"__ndarray__": torch.from_numpy(np.array(value, order="C"))}  # a copy: read-only arrays too
     if isinstance(value, np.generic):
         return value.item()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
