@@ -30,23 +30,24 @@ from core.harness import check_claim, check_control, claim_of
 from core.landscape.peaks import peaks as trajectory_peaks
 from core.plots_sd import lambda_trajectories, peak_vs_grid
 from core.registry import load_registry
-from fixtures.sd import claim_points
+from fixtures.sd import claim_points, point_name
 
 pytestmark = pytest.mark.cpu
 TIER = "cpu"
 
 
 # ---------------------------------------------------------------- per-seed numbers
-def _peaks(sd_runs, claim_id: str, *, control: bool = False) -> dict[str, list]:
-    """point -> the claim's seeds' `Peak`s (control: the linear-model twin's)."""
+def _peaks(sd_runs, claim_id: str, *, control: bool = False) -> dict[tuple, list]:
+    """(lr, batch, momentum) -> the claim's seeds' `Peak`s (control: the linear-model twin's)."""
     claim, prefix = claim_of(claim_id), "control: " if control else ""
     tol, n = claim_of("SD-1").setting("lanczos_tol"), claim.seeds[TIER]
     runs = sd_runs(TIER)
-    return {p: trajectory_peaks(runs[prefix + p], n, tol=tol) for p in claim_points(load_registry(), TIER)[claim_id]}
+    return {p: trajectory_peaks(runs[prefix + point_name(p)], n, tol=tol)
+            for p in claim_points(load_registry(), TIER)[claim_id]}
 
 
-def _flags(by_point: dict[str, list]) -> list[str]:
-    return [f"{p}: seed {s} {pk.flag.replace('_', ' ')}" for p, pks in by_point.items()
+def _flags(by_point: dict[tuple, list]) -> list[str]:
+    return [f"{point_name(p)}: seed {s} {pk.flag.replace('_', ' ')}" for p, pks in by_point.items()
             for s, pk in enumerate(pks) if pk.flag]
 
 
@@ -60,10 +61,6 @@ def _slope(x: list[float], peaks: list) -> float:
     u, v = np.log(np.asarray(x, dtype=float)), np.log([pk.lam_peak for pk in peaks])
     du, dv = u - u.mean(), v - v.mean()
     return float((du * dv).sum() / (du * du).sum())
-
-
-def _grid(point: str, key: str) -> float:
-    return float(dict(kv.split("=") for kv in point.split())[key])
 
 
 def _sd1_data(pks: list) -> tuple[dict, dict]:
@@ -82,12 +79,12 @@ def _sd2_data(by_point: dict[str, list]) -> tuple[dict, dict]:
     pts = list(by_point)
     lr_pts, b_pts = pts[:3], pts[3:]
     n = len(next(iter(by_point.values())))
-    lr_s = [_slope([_grid(p, "lr") for p in lr_pts], [by_point[p][s] for p in lr_pts]) for s in range(n)]
-    b_s = [_slope([_grid(p, "b") for p in b_pts], [by_point[p][s] for p in b_pts]) for s in range(n)]
+    lr_s = [_slope([p[0] for p in lr_pts], [by_point[p][s] for p in lr_pts]) for s in range(n)]
+    b_s = [_slope([p[1] for p in b_pts], [by_point[p][s] for p in b_pts]) for s in range(n)]
     data = {"lr_slope": {"values": [v for v in lr_s if math.isfinite(v)]},
             "batch_slope": {"values": [v for v in b_s if math.isfinite(v)]}}
     per_seed = {"lr_slope": lr_s, "batch_slope": b_s,
-                **{f"lambda_peak {p}": [pk.lam_peak if pk.ok else math.nan for pk in by_point[p]] for p in pts}}
+                **{f"lambda_peak {point_name(p)}": [pk.lam_peak if pk.ok else math.nan for pk in by_point[p]] for p in pts}}
     return data, per_seed
 
 
@@ -95,7 +92,7 @@ def _sd7_data(by_point: dict[str, list]) -> tuple[dict, dict]:
     m0, m9 = by_point.values()
     both = [(a, b) for a, b in zip(m9, m0) if a.ok and b.ok]
     data = {"a": [math.log(a.lam_peak) for a, _ in both], "b": [math.log(b.lam_peak) for _, b in both]}
-    names = list(by_point)
+    names = [point_name(p) for p in by_point]
     per_seed = {f"lambda_peak {names[0]}": [pk.lam_peak if pk.ok else math.nan for pk in m0],
                 f"lambda_peak {names[1]}": [pk.lam_peak if pk.ok else math.nan for pk in m9],
                 "ln_difference": [math.log(a.lam_peak / b.lam_peak) if a.ok and b.ok else math.nan
@@ -150,7 +147,7 @@ def test_sd7_control_constant_hessian(request, sd_runs):
 
 
 def _case(by_point) -> str:
-    return "mnist1d-mlp-relu " + ", ".join(by_point)
+    return "mnist1d-mlp-relu " + ", ".join(map(point_name, by_point))
 
 
 # ---------------------------------------------------------------- figures (descriptive)
@@ -161,33 +158,33 @@ def _curves(art, n: int, lr: float) -> tuple[np.ndarray, np.ndarray]:
 def _trajectory_figures(sd_runs, figure_dir, claim_id, by_point) -> list:
     runs, out = sd_runs(TIER), []
     for p, pks in by_point.items():
-        lr = _grid(p, "lr")
-        art = runs[p]
-        x, lam = _curves(art, len(pks), lr)
+        lr, name = p[0], point_name(p)
+        x, lam = _curves(runs[name], len(pks), lr)
         marks = [(pk.t_peak * lr, pk.lam_peak) for pk in pks if pk.ok]
         out.append(lambda_trajectories(
-            figure_dir / f"{claim_id}_{TIER}_{p.replace(' ', '_').replace('=', '')}_lambda.png", {p: (x, lam)},
+            figure_dir / f"{claim_id}_{TIER}_{name.replace(' ', '_').replace('=', '')}_lambda.png", {name: (x, lam)},
             peaks=marks, half=pks[0].T * lr / 2, bound=2 / lr,
-            title=f"{claim_id}: λ_max per seed along training, {p} (Fig. 2)"))
+            title=f"{claim_id}: λ_max per seed along training, {name} (Fig. 2)"))
     return out
 
 
 def _sd2_figures(sd_runs, figure_dir, by_point) -> list:
     pts, runs = list(by_point), sd_runs(TIER)
     figs = []
-    for sub, key, label in ((pts[:3], "lr", "learning rate η (batch fixed)"), (pts[3:], "b", "batch size S (lr fixed)")):
+    for sub, i, key, label in ((pts[:3], 0, "lr", "learning rate η (batch fixed)"),
+                               (pts[3:], 1, "b", "batch size S (lr fixed)")):
         peaks = np.array([[pk.lam_peak if pk.ok else np.nan for pk in by_point[p]] for p in sub]).T
-        figs.append(peak_vs_grid(figure_dir / f"SD-2_{TIER}_peak_vs_{key}.png", [_grid(p, key) for p in sub], peaks,
+        figs.append(peak_vs_grid(figure_dir / f"SD-2_{TIER}_peak_vs_{key}.png", [p[i] for p in sub], peaks,
                                  xlabel=label, title=f"SD-2: λ_peak per seed against {label} (Fig. 3)"))
-        groups = {p: _curves(runs[p], len(by_point[p]), _grid(p, "lr")) for p in sub}
+        groups = {point_name(p): _curves(runs[point_name(p)], len(by_point[p]), p[0]) for p in sub}
         figs.append(lambda_trajectories(figure_dir / f"SD-2_{TIER}_trajectories_{key}.png", groups,
                                         title=f"SD-2: λ_max along training across {label}"))
     return figs
 
 
 def _sd7_figures(sd_runs, figure_dir, by_point, per_seed) -> list:
-    runs, names = sd_runs(TIER), list(by_point)
-    groups = {p: _curves(runs[p], len(by_point[p]), _grid(p, "lr")) for p in names}
+    runs, names = sd_runs(TIER), [point_name(p) for p in by_point]
+    groups = {point_name(p): _curves(runs[point_name(p)], len(pks), p[0]) for p, pks in by_point.items()}
     return [lambda_trajectories(figure_dir / f"SD-7_{TIER}_trajectories.png", groups,
                                 title="SD-7: λ_max along training, momentum 0 vs 0.9 (Fig. 16)"),
             plots.paired_seeds(figure_dir / f"SD-7_{TIER}_peaks.png", per_seed[f"lambda_peak {names[1]}"],

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from core.registry import load_registry
-from fixtures.sd import claim_points, sd_specs
+from fixtures.sd import claim_points, point_name, sd_specs
 
 
 def test_every_grid_point_comes_from_the_registry_and_shared_points_train_once():
@@ -14,12 +14,12 @@ def test_every_grid_point_comes_from_the_registry_and_shared_points_train_once()
     assert pts["SD-7"][0] in pts["SD-2"]  # SD-7's momentum-0 arm is SD-2's (0.03, 128) run
     specs = sd_specs("cpu", reg)
     assert len(specs) == 2 * len({p for ps in pts.values() for p in ps})  # each point and its control
-    sd1 = specs[pts["SD-1"][0]]
+    sd1 = specs[point_name(pts["SD-1"][0])]
     assert (sd1.config.lr, sd1.config.batch_size, sd1.config.epochs) == (0.1, 128, 504)
     assert sd1.seeds == tuple(range(reg["SD-1"].seeds["cpu"]))
-    assert specs["control: " + pts["SD-1"][0]].config.criterion == "mse_onehot"
-    m9 = specs[pts["SD-7"][1]].config  # the momentum arm has its own dense early checkpoints
-    assert len(m9.checkpoints) > len(specs[pts["SD-7"][0]].config.checkpoints)
+    assert specs["control: " + point_name(pts["SD-1"][0])].config.criterion == "mse_onehot"
+    m9 = specs[point_name(pts["SD-7"][1])].config  # the momentum arm has its own dense early checkpoints
+    assert len(m9.checkpoints) > len(specs[point_name(pts["SD-7"][0])].config.checkpoints)
 
 
 def test_a_missing_registry_value_names_it():
