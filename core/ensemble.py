@@ -187,10 +187,11 @@ def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
         if epoch == cfg.epochs or next_ckpt == len(cfg.checkpoints):
             break
         _mark_diverged(params, alive, status, step)  # once per epoch: a per-step check costs a sync
+        mask = None if all(st == "ok" for st in status) else alive  # no per-step reduction while all live
         order = torch.stack([torch.randperm(n_rows, generator=g) for g in generators])
         for lo in range(0, n_rows, cfg.batch_size):
             idx = order[:, lo:lo + cfg.batch_size]
-            bufs = _sgd_step(forward, params, names, bufs, data.train.x[idx], data.train.y[idx], cfg, alive)
+            bufs = _sgd_step(forward, params, names, bufs, data.train.x[idx], data.train.y[idx], cfg, mask)
             step += 1
             if next_ckpt < len(cfg.checkpoints) and cfg.checkpoints[next_ckpt] == step and lo + cfg.batch_size < n_rows:
                 measure(next_ckpt)  # a checkpoint inside an epoch (epoch 1's fractions)
@@ -203,8 +204,9 @@ def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
             "metrics": {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}}
 
 
-def _sgd_step(forward, params, names, bufs, x, y, cfg: EnsembleConfig, alive: Tensor):
-    """One SGD(momentum) step for every live seed; a diverged seed is frozen (no update reaches it)."""
+def _sgd_step(forward, params, names, bufs, x, y, cfg: EnsembleConfig, alive: Tensor | None):
+    """One SGD(momentum) step for every seed; with `alive` (some seed diverged) the seeds it marks
+    False are frozen (no update reaches them). None: all are live, and no mask is applied."""
     leaves = [params[n] for n in names]
     logits = forward(params, x)
     loss = per_row_loss(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), cfg.criterion) / x.shape[1]
@@ -219,7 +221,7 @@ def _sgd_step(forward, params, names, bufs, x, y, cfg: EnsembleConfig, alive: Te
                 torch._foreach_mul_(bufs, cfg.momentum)
                 torch._foreach_add_(bufs, grads)
             grads = bufs
-        if alive.all():
+        if alive is None:
             torch._foreach_add_(leaves, grads, alpha=-cfg.lr)
             return bufs
         for p, g in zip(leaves, grads):

@@ -64,12 +64,11 @@ def peak(steps: Tensor, lam: Tensor, residual: Tensor, *, tol: float) -> Peak:
     if steps.numel() < 3 or int(steps[0]) != 0:
         raise ValueError(f"a trajectory needs >= 3 checkpoints starting at step 0; got steps {steps.tolist()[:5]}")
     T = int(steps[-1])
+    if not bool(torch.isfinite(lam).all()):
+        return Peak(math.nan, math.nan, -1, math.nan, math.nan, -1, "diverged", T)
     first_half = (2 * steps <= T).nonzero().flatten()
     i_peak = int(first_half[lam[first_half].argmax()])
-    i_max = int(lam.argmax()) if bool(torch.isfinite(lam).all()) else -1
-    nan = math.nan
-    if not bool(torch.isfinite(lam).all()):
-        return Peak(nan, nan, -1, nan, nan, -1, "diverged", T)
+    i_max = int(lam.argmax())
     flag = ""
     if i_max == len(lam) - 1:
         flag = "no_peak"
