@@ -5,7 +5,9 @@ stored in the artifact cache (`core/cache.py`: atomic, checksummed, a corrupt en
 builder per key across processes) under a `MemoSpec`: what it was computed from (`inputs`, e.g. the
 training artifacts' keys), the registry file's hash (any settings change recomputes), the hash of the
 code that computes it, and the numerical code path in force (MKL branch, ATen kernels, threads:
-numbers computed on another path are never reused — reports/code-paths.md).
+numbers computed on another path are never reused — reports/code-paths.md). The registry part is the
+whole file by default, or (`registry_scope`) only the claims the value reads: the Asymmetric-Valleys
+probes are keyed by the AV entries, so fixing a Sharpest-Directions setting does not recompute them.
 
     memo = DiskMemo(root, code=("core/toys/wedge.py", "claims/test_ls_toy.py"), namespace="toy")
     value = memo(("LS-4", "wedge"), lambda: expensive())
@@ -40,10 +42,28 @@ class MemoSpec:
 
     namespace: str               # "probes", "toy", ...
     inputs: tuple[str, ...]      # what it was computed from (artifact keys, case names)
-    registry_sha256: str         # the whole registry file
+    registry_sha256: str         # the whole registry file, or the scoped claims' entries (`registry_digest`)
     code_sha256: str             # the files whose code decides the value
     code_path: str               # MKL branch / ATen capability / threads in force
     key: str                     # repr of the caller's key, e.g. ('survey', 3, 'paper')
+
+
+def registry_digest(path: Path, scope: tuple[str, ...] | None) -> str:
+    """sha256 of the registry file's bytes (scope None), or of its `meta` table and the claims `scope`
+    names, as canonical JSON of the parsed entries. A scope item is a claim id ("LS-1": that claim, not
+    LS-10) or a prefix ending in "-" ("AV-": every AV claim); scope () means the value reads no setting
+    and only `meta` counts."""
+    if scope is None:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    import json
+    import tomllib
+    reg = tomllib.loads(path.read_text())
+    def named(cid: str) -> bool:
+        return any(cid == item or (item.endswith("-") and cid.startswith(item)) for item in scope)
+    part = {"meta": reg.get("meta", {}), "claims": [c for c in reg.get("claim", []) if named(str(c.get("id", "")))]}
+    if scope and not part["claims"]:
+        raise ValueError(f"registry scope {scope}: no claim of {path} matches")
+    return "scoped:" + hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def code_sha256(paths: Iterable[str], root: Path = REPO) -> str:
@@ -59,12 +79,13 @@ class DiskMemo:
     """memo(key, compute) -> value: computed once per session, and once across sessions when `root`."""
 
     def __init__(self, root: Path | str | None, *, code: Iterable[str], namespace: str,
-                 inputs: Iterable[str] = (), registry_path: Path | None = None):
+                 inputs: Iterable[str] = (), registry_path: Path | None = None,
+                 registry_scope: Iterable[str] | None = None):
         from core.registry import load_registry
         self.disk = None if root is None else ArtifactCache(Path(root) / namespace)
         reg = Path(registry_path) if registry_path else load_registry().path
         self._spec = dict(namespace=namespace, inputs=tuple(inputs),
-                          registry_sha256=hashlib.sha256(reg.read_bytes()).hexdigest(),
+                          registry_sha256=registry_digest(reg, None if registry_scope is None else tuple(registry_scope)),
                           code_sha256=code_sha256(code))
         self._session: dict = {}
 

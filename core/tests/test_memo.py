@@ -55,6 +55,31 @@ def test_compute_runs_once_across_sessions_and_recomputes_on_any_key_change(tmp_
     assert len(calls) == 5
 
 
+def test_a_scoped_memo_recomputes_on_its_claims_only(tmp_path):
+    """registry_scope: an edit of another paper's claim (or of LS-10 under scope LS-1) keeps the value;
+    an edit of a scoped claim, or of meta, recomputes; a scope naming no claim is an error."""
+    registry = tmp_path / "registry.toml"
+    entry = lambda cid, v: f'[[claim]]\nid = "{cid}"\nx = {v}\n'  # noqa: E731
+    write = lambda av, ls1, ls10, meta=1: registry.write_text(  # noqa: E731
+        f"[meta]\nversion = {meta}\n" + entry("AV-1", av) + entry("LS-1", ls1) + entry("LS-10", ls10))
+    calls = []
+    get = lambda scope: M.DiskMemo(tmp_path / "cache", code=("core/memo.py",), namespace="toy",  # noqa: E731
+                                   registry_path=registry, registry_scope=scope)(("k",), lambda: calls.append(1) or 1)
+    write(1, 1, 1)
+    get(("AV-",)), get(("LS-1",))
+    write(1, 1, 2)                      # LS-10 edited: neither scope reads it
+    get(("AV-",)), get(("LS-1",))
+    assert len(calls) == 2
+    write(2, 1, 2)                      # AV-1 edited: the AV-scoped value only
+    get(("AV-",)), get(("LS-1",))
+    assert len(calls) == 3
+    write(2, 1, 2, meta=2)              # meta counts for every scope
+    get(("LS-1",))
+    assert len(calls) == 4
+    with pytest.raises(ValueError, match=r"registry scope \('SD-',\): no claim of"):
+        get(("SD-",))
+
+
 def test_a_corrupt_entry_is_rebuilt_not_loaded(tmp_path):
     registry = tmp_path / "registry.toml"
     registry.write_text("a = 1\n")
