@@ -9,7 +9,9 @@ status) produced by a build function for a frozen spec dataclass. Layout under `
     root/<key[:2]>/<key>.lock   filelock.FileLock serialising builds of one key
 
 key = sha256(canonical JSON of {spec_type, spec (dataclasses.asdict), recipe_version}) with sorted
-keys, so the same spec always maps to the same entry and any field change to a new one. Writes go
+keys, so the same spec always maps to the same entry and any field change to a new one. A field added
+later with `metadata=KEY_IF_SET` enters the key only when it differs from its default, so the entries
+built before it existed keep their keys (and are not retrained for a setting they never had). Writes go
 to a temp file in the same directory, are fsync'ed and os.replace'd into place (.pt first, then
 .json, whose presence commits the entry). On load the checksum is verified; a missing, truncated or
 corrupt entry is rebuilt with a warning, never loaded.
@@ -34,9 +36,27 @@ from filelock import FileLock
 from core.atomic import atomic_write
 from core.numerics import code_path_key
 
-__all__ = ["ArtifactCache", "RECIPE_VERSION", "spec_key", "canonical_json"]
+__all__ = ["ArtifactCache", "RECIPE_VERSION", "KEY_IF_SET", "spec_key", "canonical_json"]
 
 RECIPE_VERSION = "1"  # bump when training code changes what a spec produces (invalidates all keys)
+KEY_IF_SET = {"key": "if_set"}  # dataclasses.field metadata: in the key only when not the default
+
+
+def _key_fields(value: Any) -> Any:
+    """dataclasses.asdict, except that KEY_IF_SET fields at their default are left out."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if f.metadata.get("key") == "if_set" and f.default is not dataclasses.MISSING and v == f.default:
+                continue
+            out[f.name] = _key_fields(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return type(value)(_key_fields(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _key_fields(v) for k, v in value.items()}
+    return value
 
 
 def canonical_json(spec: Any) -> str:
@@ -47,7 +67,7 @@ def canonical_json(spec: Any) -> str:
         raise TypeError(f"a cache spec must be a frozen dataclass; {type(spec).__name__} is not")
     # the numerical code path is part of the key: weights trained on another MKL branch or ATen kernel set
     # are other numbers (reports/code-paths.md), never silently reused
-    doc = {"spec_type": type(spec).__name__, "spec": dataclasses.asdict(spec),
+    doc = {"spec_type": type(spec).__name__, "spec": _key_fields(spec),
            "recipe_version": RECIPE_VERSION, "code_path": code_path_key(threads=False)}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
 

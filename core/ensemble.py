@@ -31,12 +31,13 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from core.cache import KEY_IF_SET
 from core.hessian import CRITERIA, LanczosConfig, hvp_operator, lanczos, loss_fn, per_row_loss
 
 __all__ = ["EnsembleConfig", "train_ensemble", "budget_epochs", "checkpoint_steps", "seed_params"]
@@ -57,6 +58,8 @@ class EnsembleConfig:
     lanczos_max_iter: int = 30  # Lanczos steps at most per checkpoint (paper: ~30)
     hessian_rows: int = 200  # rows of the fixed subset the Hessian's loss is the mean over
     hessian_seed: int = 12345  # torch.Generator seed that draws those rows, once
+    # store every seed's parameters at every checkpoint (`params_at`; SD-3, SD-4); keyed only when set
+    keep_params: bool = field(default=False, metadata=KEY_IF_SET)
 
     def __post_init__(self):
         _require(self.lr > 0 and math.isfinite(self.lr), f"lr={self.lr!r}; allowed: a finite lr > 0")
@@ -126,10 +129,7 @@ class _Tracker:
     """λ_1..λ_k per seed at one checkpoint, warm-started from that seed's previous eigenvectors."""
 
     def __init__(self, model: nn.Module, data, cfg: EnsembleConfig, n_seeds: int):
-        g = torch.Generator().manual_seed(cfg.hessian_seed)
-        _require(1 <= cfg.hessian_rows <= len(data.train),
-                 f"hessian_rows={cfg.hessian_rows}; allowed: 1..{len(data.train)} (the training rows)")
-        rows = torch.randperm(len(data.train), generator=g)[:cfg.hessian_rows].sort().values
+        rows = _hessian_rows(len(data.train), cfg)
         self.loss = loss_fn(model, data.train.x[rows], data.train.y[rows], cfg.weight_decay,
                             batch_size=cfg.hessian_rows, criterion=cfg.criterion)
         self.cfg = LanczosConfig(k=cfg.top_k, tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter)
@@ -139,6 +139,15 @@ class _Tracker:
         res = lanczos(hvp_operator(self.loss, params, "reverse-cached"), self.cfg, warm_start=self.previous[s])
         self.previous[s] = res.eigenvectors
         return res.eigenvalues, res.residuals, res.n_hvp
+
+
+def _hessian_rows(n_train: int, cfg) -> Tensor:
+    """The fixed, sorted rows of the Hessian's loss: the first `hessian_rows` of a permutation drawn
+    once by torch.Generator(hessian_seed) (the same rows for every seed and checkpoint)."""
+    _require(1 <= cfg.hessian_rows <= n_train,
+             f"hessian_rows={cfg.hessian_rows}; allowed: 1..{n_train} (the training rows)")
+    g = torch.Generator().manual_seed(cfg.hessian_seed)
+    return torch.randperm(n_train, generator=g)[:cfg.hessian_rows].sort().values
 
 
 def _empty(n_seeds: int, n_ckpt: int, k: int) -> dict[str, Tensor]:
@@ -153,7 +162,8 @@ def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
     """Train `models` (one per seed, same architecture) in lockstep on `data` under `cfg`, tracking
     curvature at `cfg.checkpoints` (module docstring). Returns the artifact: `status` ("ok" or how many
     seeds diverged), per seed `seed_status`, the [S, C(, k)] tensors of `_empty`, `steps`, `epoch`,
-    the final stacked params, and `metrics` (wall and CPU seconds)."""
+    the final stacked params, `params_at` ({name: [S, C, ...]} when cfg.keep_params) and `metrics`
+    (wall and CPU seconds)."""
     _require(len(models) == len(generators) >= 1, "one generator per model, at least one model")
     t0, c0 = time.perf_counter(), time.process_time()
     base, params = _stack(models)
@@ -163,12 +173,17 @@ def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
     _require(cfg.checkpoints[-1] <= cfg.epochs * per_epoch,
              f"checkpoint step {cfg.checkpoints[-1]} is past the end ({cfg.epochs * per_epoch} steps)")
     track, out = _Tracker(models[0], data, cfg, n_seeds), _empty(n_seeds, len(cfg.checkpoints), cfg.top_k)
+    kept = {n: torch.empty(n_seeds, len(cfg.checkpoints), *p.shape[1:], dtype=p.dtype)
+            for n, p in params.items()} if cfg.keep_params else None
     status, alive = ["ok"] * n_seeds, torch.ones(n_seeds, dtype=torch.bool)
     bufs, step, next_ckpt = None, 0, 0
     names = list(params)
 
     def measure(i: int) -> None:
         _mark_diverged(params, alive, status, step)
+        if kept is not None:
+            for n, p in params.items():
+                kept[n][:, i] = p.detach()
         for key, split in (("train", data.train), ("test", data.test)):
             loss, acc = _evaluate(forward, params, split, cfg.criterion)
             out[f"{key}_loss"][:, i], out[f"{key}_acc"][:, i] = loss, acc
@@ -201,6 +216,7 @@ def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
             "steps": torch.tensor(cfg.checkpoints), "steps_per_epoch": per_epoch,
             "epoch": torch.tensor(cfg.checkpoints, dtype=torch.float64) / per_epoch, **out,
             "final": {n: p.detach().clone() for n, p in params.items()},
+            **({"params_at": kept} if kept is not None else {}),
             "metrics": {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}}
 
 

@@ -122,3 +122,22 @@ def test_models_with_buffers_and_checkpoints_past_the_end_are_refused():
         train_ensemble([bn], data, _cfg(), [torch.Generator()])
     with pytest.raises(ValueError, match="past the end"):
         train_ensemble([_mlp(0)], data, _cfg(checkpoints=(0, 10_000)), [torch.Generator()])
+
+
+def test_keep_params_stores_each_checkpoints_parameters_and_changes_nothing_else():
+    data, gens = _data(), lambda: [torch.Generator().manual_seed(s) for s in (10, 11)]
+    plain = train_ensemble([_mlp(0), _mlp(1)], data, _cfg(), gens())
+    kept = train_ensemble([_mlp(0), _mlp(1)], data, _cfg(keep_params=True), gens())
+    assert "params_at" not in plain
+    for name, p in kept["final"].items():
+        at = kept["params_at"][name]
+        assert at.shape == (2, 3, *p.shape[1:])
+        assert torch.equal(at[:, -1], p) and torch.equal(plain["final"][name], p)  # the end is the last checkpoint
+        assert torch.equal(at[:, 0], torch.stack([dict(_mlp(s).named_parameters())[name].detach() for s in (0, 1)]))
+    assert torch.equal(plain["lam"], kept["lam"])
+
+
+def test_keep_params_enters_the_cache_key_only_when_set():
+    from core.cache import spec_key
+    base = _cfg()
+    assert spec_key(base) == spec_key(_cfg(keep_params=False)) != spec_key(_cfg(keep_params=True))
