@@ -40,7 +40,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from core.cache import KEY_IF_SET
 from core.hessian import CRITERIA, LanczosConfig, hvp_operator, lanczos, loss_fn, per_row_loss
 
-__all__ = ["EnsembleConfig", "train_ensemble", "budget_epochs", "checkpoint_steps", "seed_params"]
+__all__ = ["EnsembleConfig", "train_ensemble", "budget_epochs", "checkpoint_steps", "seed_params", "stacked_grads"]
 
 
 @dataclass(frozen=True)
@@ -128,17 +128,22 @@ def _evaluate(forward: Callable, params: dict, split, criterion: str) -> tuple[T
 class _Tracker:
     """λ_1..λ_k per seed at one checkpoint, warm-started from that seed's previous eigenvectors."""
 
-    def __init__(self, model: nn.Module, data, cfg: EnsembleConfig, n_seeds: int):
-        rows = _hessian_rows(len(data.train), cfg)
-        self.loss = loss_fn(model, data.train.x[rows], data.train.y[rows], cfg.weight_decay,
-                            batch_size=cfg.hessian_rows, criterion=cfg.criterion)
-        self.cfg = LanczosConfig(k=cfg.top_k, tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter)
+    def __init__(self, loss, cfg: LanczosConfig, n_seeds: int):
+        self.loss, self.cfg = loss, cfg
         self.previous: list[Tensor | None] = [None] * n_seeds
 
     def __call__(self, s: int, params: dict[str, Tensor]) -> tuple[Tensor, Tensor, int]:
         res = lanczos(hvp_operator(self.loss, params, "reverse-cached"), self.cfg, warm_start=self.previous[s])
         self.previous[s] = res.eigenvectors
         return res.eigenvalues, res.residuals, res.n_hvp
+
+
+def _hessian_loss(model: nn.Module, data, cfg):
+    """The Hessian's function: mean `cfg.criterion` loss (+ (c/2)‖θ‖², c = cfg.weight_decay) on the
+    fixed `_hessian_rows` of the training split, as one batch."""
+    rows = _hessian_rows(len(data.train), cfg)
+    return loss_fn(model, data.train.x[rows], data.train.y[rows], cfg.weight_decay,
+                   batch_size=cfg.hessian_rows, criterion=cfg.criterion)
 
 
 def _hessian_rows(n_train: int, cfg) -> Tensor:
@@ -172,7 +177,9 @@ def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
     per_epoch = math.ceil(n_rows / cfg.batch_size)
     _require(cfg.checkpoints[-1] <= cfg.epochs * per_epoch,
              f"checkpoint step {cfg.checkpoints[-1]} is past the end ({cfg.epochs * per_epoch} steps)")
-    track, out = _Tracker(models[0], data, cfg, n_seeds), _empty(n_seeds, len(cfg.checkpoints), cfg.top_k)
+    lanczos_cfg = LanczosConfig(k=cfg.top_k, tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter)
+    track = _Tracker(_hessian_loss(models[0], data, cfg), lanczos_cfg, n_seeds)
+    out = _empty(n_seeds, len(cfg.checkpoints), cfg.top_k)
     kept = {n: torch.empty(n_seeds, len(cfg.checkpoints), *p.shape[1:], dtype=p.dtype)
             for n, p in params.items()} if cfg.keep_params else None
     status, alive = ["ok"] * n_seeds, torch.ones(n_seeds, dtype=torch.bool)
@@ -220,16 +227,26 @@ def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
             "metrics": {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}}
 
 
+def stacked_grads(forward, params: dict[str, Tensor], names: Sequence[str], x: Tensor, y: Tensor,
+                  criterion: str, weight_decay: float) -> list[Tensor]:
+    """∇L_s + c·θ_s for every seed s at once, one list entry per parameter name ([S, ...]): the loss
+    Σ_s L_s of each seed's own mean over its [B] rows of x [S, B, ...], one backward."""
+    leaves = [params[n] for n in names]
+    logits = forward(params, x)
+    loss = per_row_loss(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), criterion) / x.shape[1]
+    grads = list(torch.autograd.grad(loss, leaves))  # Σ_s L_s: seed s's gradient is ∇L_s exactly
+    if weight_decay:
+        with torch.no_grad():
+            torch._foreach_add_(grads, leaves, alpha=weight_decay)
+    return grads
+
+
 def _sgd_step(forward, params, names, bufs, x, y, cfg: EnsembleConfig, alive: Tensor | None):
     """One SGD(momentum) step for every seed; with `alive` (some seed diverged) the seeds it marks
     False are frozen (no update reaches them). None: all are live, and no mask is applied."""
     leaves = [params[n] for n in names]
-    logits = forward(params, x)
-    loss = per_row_loss(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), cfg.criterion) / x.shape[1]
-    grads = list(torch.autograd.grad(loss, leaves))  # Σ_s L_s: seed s's gradient is ∇L_s exactly
+    grads = stacked_grads(forward, params, names, x, y, cfg.criterion, cfg.weight_decay)
     with torch.no_grad():
-        if cfg.weight_decay:
-            torch._foreach_add_(grads, leaves, alpha=cfg.weight_decay)
         if cfg.momentum:
             if bufs is None:
                 bufs = [g.clone() for g in grads]
