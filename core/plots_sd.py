@@ -8,7 +8,7 @@ import numpy as np
 
 from core.plots import COLORS, new_figure, save
 
-__all__ = ["lambda_trajectories", "peak_vs_grid"]
+__all__ = ["lambda_trajectories", "peak_vs_grid", "alpha_step_curves"]
 
 _CYCLE = ("#1f5fa8", "#c8432b", "#2e8b57", "#b8860b", "#6a3d9a", "#555555")
 
@@ -48,5 +48,28 @@ def peak_vs_grid(path, x: Sequence[float], peaks: np.ndarray, *, xlabel: str,
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(list(x), [f"{v:g}" for v in x])
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def alpha_step_curves(path, alphas: Sequence[float], changes: np.ndarray, *, rule_alphas: Sequence[float] = (),
+                      linthresh: float = 1e-3, title="Loss change of the SGD step along e₁, rescaled by α (Fig. 4 right)") -> Path:
+    """Fig. 4 (right): per seed the mean relative loss change (L(θ − αηg̃₁e₁) − L(θ))/L(θ) after the peak
+    against α (log x), one grey line per seed (rows of `changes` [S, A]) and the median thick; the zero
+    line separates "raises the loss" from "lowers it", dotted lines mark the α the rule decides on. The
+    y axis is symmetric-log (linear within ±`linthresh`): the α = 4 changes are ~100× the α = 0.5 ones."""
+    changes = np.atleast_2d(np.asarray(changes, dtype=float))
+    fig, ax = new_figure(title, "α (multiple of the SGD step along e₁)", "(L(θ − αηg̃₁e₁) − L(θ)) / L(θ)")
+    for row in changes:
+        ax.plot(alphas, row, color=COLORS["ref"], lw=0.8, alpha=0.6, marker="o", ms=3)
+    ax.plot(alphas, np.nanmedian(changes, axis=0), color=COLORS["a"], lw=2.2, marker="D",
+            label=f"median of {len(changes)} seeds")
+    ax.axhline(0.0, color=COLORS["sharp"], ls="--", lw=1)
+    for a in rule_alphas:
+        ax.axvline(a, color=COLORS["ref"], ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=linthresh)
+    ax.set_xticks(list(alphas), [f"{v:g}" for v in alphas])
+    ax.set_xticks([], minor=True)  # log-axis minor labels would overprint the α labels
     ax.legend(fontsize=8)
     return save(fig, path)
