@@ -31,6 +31,8 @@ min_delta) and EarlyStopping on validation accuracy (`early_stop_patience` epoch
 increase). The member's best-validation-accuracy parameters are kept (the paper's checkpoint), and
 `final_at` says where the final top-k spectrum is measured: "best" (§4) or "last" (§3.3). A member
 whose parameters become non-finite is frozen and labelled; its numbers are NaN and its status says so.
+A member's divergence is a result, not a failed build (§3.3's γ = 10 step may leave its stability
+region by design), so the artifact's `status` stays "ok" and `n_diverged` counts them.
 """
 from __future__ import annotations
 
@@ -75,6 +77,7 @@ class NudgedConfig:
     plateau_factor: float = 0.1
     early_stop_patience: int | None = None  # epochs; None: run max_steps
     loss_tail_steps: int = 0  # mean loss on the Hessian rows over the last this-many steps (§3.3)
+    track_loss: bool = False  # the loss on the Hessian rows after every step (`rows_loss`, Fig. 5's curves)
 
     def __post_init__(self):
         _require(self.lr > 0 and math.isfinite(self.lr), f"lr={self.lr!r}; allowed: a finite lr > 0")
@@ -168,12 +171,14 @@ def train_nudged(model: nn.Module, starts: Sequence[dict[str, Tensor]], coefs: S
     docstring), drawing its mini-batches from `generators[groups[m]]` (one permutation per epoch per
     group), under `cfg`. `data.val` is required for the plateau / early-stop schedule and "best".
 
-    Returns the artifact: `status`, `member_status`; per epoch [M, E] `train_loss/acc`, `val_loss/acc`
+    Returns the artifact: `status` ("ok"), `member_status`, `n_diverged`; per epoch [M, E] `train_loss/acc`, `val_loss/acc`
     (NaN without a val split), `test_loss/acc`, `lr`; per refresh `refresh_step` [R], `refresh_lam` and
     `refresh_residual` [M, R, K] (NaN where not computed); `best_epoch`, `best_val_acc`, `best_test_acc`
-    [M] (epoch 0 = the start); `final_lam`, `final_residual` [M, final_k] at `final_at`; `start_loss`
-    and `tail_loss` [M] on the Hessian rows; `steps_run`, `stopped_epoch` [M]; `final` and `best`
-    stacked params; `metrics` (wall and CPU seconds)."""
+    [M] (epoch 0 = the start); `final_lam`, `final_residual` [M, final_k] at `final_at` and
+    `last_lam`, `last_residual` at the end (the same when final_at = "last"), `last_test_acc`;
+    `start_loss` and `tail_loss` [M] on the Hessian rows (`rows_loss` [M, steps + 1] with track_loss);
+    `steps_run`, `stopped_epoch` (−1: never stopped early), `last_epoch` [M]; `final` and `best` stacked
+    params; `metrics` (wall and CPU seconds)."""
     _require(len(starts) == len(coefs) == len(groups) >= 1, "one start, one (a, b) and one group per member")
     _require(all(0 <= g < len(generators) for g in groups), "every group needs its generator")
     _require(all(a >= 0 and b >= 0 for a, b in coefs), f"coefficients {list(coefs)}; allowed: a, b >= 0")
@@ -194,7 +199,8 @@ def train_nudged(model: nn.Module, starts: Sequence[dict[str, Tensor]], coefs: S
     steps_run = torch.zeros(m, dtype=torch.long)
     refresh_steps, refresh_rec, tail = [], [], []
     start_loss = run.rows_loss()
-    step = 0
+    curve = [start_loss] if cfg.track_loss else []
+    step, e_last = 0, 0
 
     def epoch_end(e: int) -> None:
         _mark_diverged(run.params, run.alive, run.status, step)
@@ -220,13 +226,19 @@ def train_nudged(model: nn.Module, starts: Sequence[dict[str, Tensor]], coefs: S
             run.step(order[:, lo:lo + cfg.batch_size])
             steps_run += run.active.long()
             step += 1
-            if step > cfg.max_steps - cfg.loss_tail_steps:
-                tail.append(run.rows_loss())
+            if cfg.track_loss or step > cfg.max_steps - cfg.loss_tail_steps:
+                loss = run.rows_loss()
+                if cfg.track_loss:
+                    curve.append(loss)
+                if step > cfg.max_steps - cfg.loss_tail_steps:
+                    tail.append(loss)
         epoch_end(e)
+        e_last = e
         if step >= cfg.max_steps or not bool(run.active.any()):
             break
-    return _artifact(run, cfg, hist, best, stopped, steps_run, refresh_steps, refresh_rec, start_loss, tail,
-                     step, t0, c0)
+    last_epoch = torch.where(stopped >= 0, stopped, e_last)
+    return _artifact(run, cfg, hist, best, stopped, last_epoch, steps_run, refresh_steps, refresh_rec, start_loss,
+                     tail, curve, step, t0, c0)
 
 
 def _schedule(e, run, hist, best, since_loss, since_acc, stopped, cfg) -> None:
@@ -253,25 +265,34 @@ def _schedule(e, run, hist, best, since_loss, since_acc, stopped, cfg) -> None:
         run.active &= ~stop
 
 
-def _artifact(run, cfg, hist, best, stopped, steps_run, refresh_steps, refresh_rec, start_loss, tail, step, t0, c0):
+def _spectrum(run, at: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Top final_k eigenvalues and residuals of every live member at the stacked params `at`."""
     m = len(run.status)
-    at = best["params"] if cfg.final_at == "best" else {n: p.detach() for n, p in run.params.items()}
-    lam, res = _nan(m, cfg.final_k), _nan(m, cfg.final_k)
+    lam, res = _nan(m, run.cfg.final_k), _nan(m, run.cfg.final_k)
     for i in range(m):
         if run.alive[i]:
             lam[i], res[i], _ = run.final(i, {n: p[i] for n, p in at.items()})
+    return lam, res
+
+
+def _artifact(run, cfg, hist, best, stopped, last_epoch, steps_run, refresh_steps, refresh_rec, start_loss, tail,
+              curve, step, t0, c0):
+    m = len(run.status)
+    last = {n: p.detach() for n, p in run.params.items()}
+    last_lam, last_res = _spectrum(run, last)
+    lam, res = _spectrum(run, best["params"]) if cfg.final_at == "best" else (last_lam, last_res)
     if refresh_rec:
         r_lam = torch.stack([r[0] for r in refresh_rec], 1)
         r_res = torch.stack([r[1] for r in refresh_rec], 1)
     else:
         r_lam = r_res = _nan(m, 0, cfg.k)
-    n_bad = sum(st != "ok" for st in run.status)
-    best_test = hist["test_acc"].gather(1, best["epoch"][:, None])[:, 0]
-    return {"status": "ok" if not n_bad else f"diverged: {n_bad} of {m} members", "member_status": run.status,
+    at_epoch = lambda key, e: hist[key].gather(1, e[:, None])[:, 0]  # noqa: E731
+    return {"status": "ok", "member_status": run.status, "n_diverged": sum(st != "ok" for st in run.status),
             **hist, "refresh_step": torch.tensor(refresh_steps, dtype=torch.long), "refresh_lam": r_lam,
             "refresh_residual": r_res, "best_epoch": best["epoch"], "best_val_acc": best["val"],
-            "best_test_acc": best_test, "final_lam": lam, "final_residual": res, "start_loss": start_loss,
-            "tail_loss": torch.stack(tail).mean(0) if tail else _nan(m), "steps_run": steps_run,
-            "stopped_epoch": stopped, "steps": step,
-            "final": {n: p.detach().clone() for n, p in run.params.items()}, "best": best["params"],
+            "best_test_acc": at_epoch("test_acc", best["epoch"]), "final_lam": lam, "final_residual": res,
+            "last_lam": last_lam, "last_residual": last_res, "last_test_acc": at_epoch("test_acc", last_epoch),
+            "start_loss": start_loss, "tail_loss": torch.stack(tail).mean(0) if tail else _nan(m),
+            **({"rows_loss": torch.stack(curve, 1)} if curve else {}), "steps_run": steps_run,
+            "stopped_epoch": stopped, "last_epoch": last_epoch, "steps": step, "final": last, "best": best["params"],
             "metrics": {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}}

@@ -15,11 +15,13 @@ _CYCLE = ("#1f5fa8", "#c8432b", "#2e8b57", "#b8860b", "#6a3d9a", "#555555")
 
 def lambda_trajectories(path, groups: dict[str, tuple[np.ndarray, np.ndarray]], *, peaks=None,
                         half: float | None = None, bound: float | None = None,
-                        title="λ_max along training (Fig. 2)", xlabel="η · steps") -> Path:
+                        title="λ_max along training (Fig. 2)", xlabel="η · steps",
+                        ylabel="λ_max (top Hessian eigenvalue)") -> Path:
     """Fig. 2 (bottom) / Fig. 3: λ_max per seed against training time, one colour per group
     ({label: (x [C], λ [S, C])}), thin lines per seed and the median thick; `peaks` [(x, λ)] marks
-    each seed's λ_peak; `half` the T/2 line of the peak definition; `bound` the 2/η stability line."""
-    fig, ax = new_figure(title, xlabel, "λ_max (top Hessian eigenvalue)")
+    each seed's λ_peak; `half` the T/2 line of the peak definition; `bound` the 2/η stability line.
+    Also Fig. 5's per-variant curves of λ_max or the loss along a restart (`ylabel`)."""
+    fig, ax = new_figure(title, xlabel, ylabel)
     for k, (label, (x, lam)) in enumerate(groups.items()):
         color = _CYCLE[k % len(_CYCLE)]
         lam = np.atleast_2d(np.asarray(lam, dtype=float))

@@ -122,8 +122,12 @@ def test_no_top_and_top_only_steps_are_orthogonal_and_parallel_to_the_exact_e1(c
 def test_final_spectrum_and_refresh_track_the_exact_eigenvalues():
     data = _data()
     art = train_nudged(_mlp(5), [_start(5)], [(1.0, 1.0)], [0], data,
-                       _cfg(max_steps=4, refresh_every=2, track_all=True, final_k=2), _gens(1))
+                       _cfg(max_steps=4, refresh_every=2, track_all=True, final_k=2, track_loss=True,
+                            loss_tail_steps=2), _gens(1))
     assert art["refresh_step"].tolist() == [0, 2]
+    assert art["rows_loss"].shape == (1, 5) and torch.equal(art["rows_loss"][:, 0], art["start_loss"])
+    torch.testing.assert_close(art["tail_loss"], art["rows_loss"][:, 3:].mean(1))
+    assert torch.equal(art["last_lam"], art["final_lam"])  # final_at = "last"
     final = {n: p[0] for n, p in art["final"].items()}
     _, w = _top_eigvec(_mlp(5), final, data, k=2)
     torch.testing.assert_close(art["final_lam"][0], w, rtol=1e-5, atol=1e-7)
@@ -138,7 +142,7 @@ def test_a_diverging_member_is_frozen_and_labelled_and_its_neighbour_is_untouche
                        _cfg(refresh_every=4), _gens())
     alone = train_nudged(_mlp(6), [start], [(1.0, 0.1)], [0], data, _cfg(refresh_every=4), _gens(1))
     assert art["member_status"][0] == "ok" and art["member_status"][1].startswith("diverged at step 0")
-    assert art["status"] == "diverged: 1 of 2 members" and math.isnan(float(art["final_lam"][1, 0]))
+    assert art["status"] == "ok" and art["n_diverged"] == 1 and math.isnan(float(art["final_lam"][1, 0]))
     for n in start:
         torch.testing.assert_close(art["final"][n][0], alone["final"][n][0], rtol=1e-5, atol=1e-6)
 
