@@ -29,3 +29,49 @@ def test_a_missing_registry_value_names_it():
               "SD-1": dataclasses.replace(reg["SD-1"], settings=settings)}
     with pytest.raises(KeyError, match="budget_lr_steps"):
         sd_specs("cpu", broken)
+
+
+def test_nsgd_arms_and_restarts_come_from_the_registry():
+    from fixtures.sd import VARIANT_COEFS, nsgd_specs
+    reg = load_registry()
+    arms = nsgd_specs("cpu", reg)
+    assert set(arms) == {1.0, 0.01, 10.0}
+    assert len(arms[1.0].seeds) == 10 and len(arms[10.0].seeds) == 5  # SD-5 needs 10, SD-6 5
+    cfg = arms[0.01].config
+    assert (cfg.lr, cfg.k, cfg.refresh_every, cfg.max_steps, cfg.final_at) == (0.01, 5, 8, 1600, "best")
+    assert (cfg.plateau_patience, cfg.early_stop_patience, cfg.hessian_rows) == (10, 20, 200)
+    assert {v: f(reg["SD-4"]) for v, f in VARIANT_COEFS.items()} == {
+        "vanilla": (1.0, 1.0), "top_only": (0.0, 1.0), "no_top": (1.0, 0.0), "gamma_small": (1.0, 0.1),
+        "gamma_large": (1.0, 10.0)}
+
+
+class _Item:
+    def __init__(self, name, marker):
+        self.path, self._marker = __import__("pathlib").Path(f"/x/claims/{name}"), marker
+
+    def get_closest_marker(self, name):
+        return name == self._marker or None
+
+
+class _Session:
+    def __init__(self, items, cache_dir):
+        opt = type("Opt", (), {"collectonly": False, "cache_dir": str(cache_dir)})()
+        self.items, self.config = items, type("Config", (), {"option": opt})()
+
+
+def test_the_background_prebuild_starts_only_when_sd_claims_will_run_with_missing_ensembles(tmp_path, monkeypatch):
+    import subprocess
+    from fixtures import sd
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kw: started.append(argv) or type("P", (), {})())
+    sd.start_prebuild(_Session([_Item("test_av_networks.py", "cpu")], tmp_path))  # no SD claim selected
+    sd.start_prebuild(_Session([_Item("test_sd_networks.py", "gpu")], tmp_path))  # gpu tier only
+    monkeypatch.setenv("CLAIMS_PREBUILD", "0")
+    sd.start_prebuild(_Session([_Item("test_sd_networks.py", "cpu")], tmp_path))  # turned off
+    assert started == []
+    monkeypatch.delenv("CLAIMS_PREBUILD")
+    session = _Session([_Item("test_sd_networks.py", "cpu")], tmp_path)
+    sd.start_prebuild(session)
+    assert started[0][1:] == ["-m", "fixtures", "build", "-m", "cpu", "--only-ensembles", "--jobs", "1",
+                              "--cache-dir", str(tmp_path)]
+    assert (tmp_path / "prebuild.log").exists() and hasattr(session.config, "_sd_prebuild")
