@@ -158,7 +158,11 @@ def per_row_loss(out: Tensor, y: Tensor, criterion: str) -> Tensor:
     if criterion == "cross_entropy":
         return F.cross_entropy(out, y, reduction="sum")
     _require(criterion == "mse_onehot", f"criterion={criterion!r}; allowed: {', '.join(CRITERIA)}")
-    return 0.5 * (out - F.one_hot(y, out.shape[-1]).to(out.dtype)).pow(2).sum()
+    # the one-hot as a comparison, not F.one_hot: that one checks y's range with a host sync, which vmap
+    # over batched targets refuses (core.landscape.alpha_step's mini-batch gradients). Same 0/1 values, so
+    # the same loss bit for bit; an out-of-range label now gives an all-zero target row, not an error
+    onehot = (y[..., None] == torch.arange(out.shape[-1], device=y.device)).to(out.dtype)
+    return 0.5 * (out - onehot).pow(2).sum()
 
 
 def loss_fn(model: nn.Module, x: Tensor, y: Tensor, l2: float = 0.0, *, batch_size: int = 128,
