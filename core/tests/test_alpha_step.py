@@ -16,6 +16,7 @@ from torch import nn
 from torch.func import functional_call
 
 from core import stats
+from core.hessian import per_row_loss
 from core.landscape.alpha_step import (AlphaStep, AlphaStepConfig, alpha_step, minibatch_gradients,
                                        minibatch_rows, network_loss, pick_checkpoints, point_losses, project,
                                        relative_changes, seed_mean, step_points)
@@ -201,6 +202,22 @@ def test_vmapped_minibatch_gradients_equal_autograd_per_batch(l2):
         loss = nn.functional.cross_entropy(ref(x.double()[rows[m]]), y[rows[m]])
         loss = loss + 0.5 * l2 * sum(p.pow(2).sum() for p in ref.parameters())
         loss.backward()
+        for n, p in ref.named_parameters():
+            torch.testing.assert_close(got[n][m], p.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_mse_onehot_under_vmap_equals_the_one_hot_formula_and_the_autograd_loop():
+    """The control's criterion ½‖out − onehot(y)‖² with batched targets (F.one_hot refuses vmap)."""
+    model, x, y, params, _, rows = _mlp_case()
+    out = model(x)
+    assert torch.equal(per_row_loss(out, y, "mse_onehot"),
+                       0.5 * (out - nn.functional.one_hot(y, 3).to(out.dtype)).pow(2).sum())
+    theta = {n: p.double() for n, p in params.items()}
+    got = minibatch_gradients(network_loss(model, "mse_onehot"), theta, x.double()[rows], y[rows])
+    ref = copy.deepcopy(model).double()
+    for m in range(len(rows)):
+        ref.zero_grad()
+        (0.5 * (ref(x.double()[rows[m]]) - nn.functional.one_hot(y[rows[m]], 3)).pow(2).sum() / len(rows[m])).backward()
         for n, p in ref.named_parameters():
             torch.testing.assert_close(got[n][m], p.grad, rtol=1e-10, atol=1e-12)
 
