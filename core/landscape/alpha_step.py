@@ -8,18 +8,20 @@ step moves θ along e₁ by −η·g̃₁. The probe scales that step by α and 
     r(α) = (L(θ − α·η·g̃₁·e₁) − L(θ)) / L(θ)          (dimensionless; the sign of e₁ cancels).
 The claim: r(2) > 0, r(4) > 0 and r(0.5) < 0.
 
-What the three signs mean. Along e₁, L(θ − s·e₁) = L(θ) − s·g₁ + ½λ₁s² + O(s³) with g₁ = ⟨∇L(θ), e₁⟩
-the full loss's component and λ₁ the curvature, so
-    ΔL(α) = α·η·g̃₁·(½·α·η·λ₁·g̃₁ − g₁).
-Without mini-batch noise (g̃₁ = g₁ = λ₁u₁, u₁ the distance to the valley floor along e₁) this is
-½λ₁u₁²[(1 − αηλ₁)² − 1]: α = 2 raises the loss iff ηλ₁ > 1 (the step overshoots the floor). Averaged
+What the three signs mean. Along e₁, L(θ − s·e₁) = L(θ) − s·g₁ + ½κ₁s² + O(s³) with g₁ = ⟨∇L(θ), e₁⟩
+and κ₁ = e₁ᵀ∇²L(θ)e₁ the evaluated loss's slope and curvature (κ₁ = λ₁ when e₁ is L's own top
+eigenvector; SD-3 takes e₁ from SD-1's Hessian on other rows, so κ₁ ≈ λ₁ only), so
+    ΔL(α) = α·η·g̃₁·(½·α·η·κ₁·g̃₁ − g₁).
+Without mini-batch noise (g̃₁ = g₁ = κ₁u₁, u₁ the distance to the valley floor along e₁) this is
+½κ₁u₁²[(1 − αηκ₁)² − 1]: α = 2 raises the loss iff ηκ₁ > 1 (the step overshoots the floor). Averaged
 over mini-batches with E g̃₁ = g₁ and Var g̃₁ = σ²,
-    E ΔL(α) = α·η·g₁²·(½·α·η·λ₁·(1 + σ²/g₁²) − 1),
-so the three signs together read 1 < ηλ₁(1 + σ²/g₁²) < 4 (α = 4 then follows): the step is too large in
-the mean-square sense, by curvature (ηλ₁ > 1) or by mini-batch noise on a flatter e₁. At the floor of
-the e₁ valley (g₁ = 0) every α raises the loss and the α = 0.5 part fails. The statistic is the
-registry's (the mini-batch step, as SGD takes it); a reader separates the two causes with ηλ₁, which
-the claim reports beside it.
+    E ΔL(α) = α·η·g₁²·(½·α·η·κ₁·(1 + σ²/g₁²) − 1),
+so the three signs together read 1 < ηκ₁(1 + σ²/g₁²) < 4 (α = 4 then follows): the step is too large in
+the mean-square sense, by curvature (ηκ₁ > 1) or by mini-batch noise on a flatter e₁ (ηκ₁ < 1 and
+σ²/g₁² > 1/(ηκ₁) − 1). At the floor of the e₁ valley (g₁ = 0) every α raises the loss and the α = 0.5
+part fails. The statistic is the registry's (the mini-batch step, as SGD takes it); `alpha_step` also
+returns g₁ and κ₁ (`along_e1`), so that a reader can tell the two causes apart: ηκ₁ and
+mean(g̃₁²)/g₁², reported beside the verdict.
 
 Computation: a pure function of a params dict (`torch.func.functional_call` on a private eval-mode
 copy; the live model is never touched). The M mini-batch gradients come from one `vmap` of
@@ -37,12 +39,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, jvp, vmap
 
 from core.hessian import per_row_loss
 
 __all__ = ["AlphaStepConfig", "AlphaStep", "step_points", "point_losses", "relative_changes",
-           "minibatch_gradients", "project", "network_loss", "alpha_step", "seed_mean",
+           "minibatch_gradients", "project", "along_e1", "network_loss", "alpha_step", "seed_mean",
            "pick_checkpoints", "minibatch_rows"]
 
 Params = Mapping[str, Tensor]
@@ -71,6 +73,8 @@ class AlphaStep:
     rel: Tensor  # [M, A] relative loss change r(α) per mini-batch (rows) and α (columns)
     g1: Tensor  # [M] g̃₁ = ⟨g_S, e₁⟩ per mini-batch (loss units per parameter unit)
     loss0: Tensor  # [] L(θ) on the evaluation rows
+    g1_full: Tensor | None = None  # [] g₁ = ⟨∇L(θ), e₁⟩ of the evaluated loss (descriptive; `along_e1`)
+    curvature: Tensor | None = None  # [] κ₁ = e₁ᵀ∇²L(θ)e₁ of the evaluated loss (loss units per parameter²)
 
 
 def _require(ok: bool, msg: str) -> None:
@@ -119,6 +123,15 @@ def project(grads: Params, e1: Params) -> Tensor:
     return sum((g.reshape(g.shape[0], -1) * e1[n].reshape(1, -1).to(g.dtype)).sum(1) for n, g in grads.items())
 
 
+def along_e1(loss: Callable[[Params], Tensor], params: Params, e1: Params) -> tuple[Tensor, Tensor]:
+    """(g₁ = ⟨∇L(θ), e₁⟩, κ₁ = e₁ᵀ∇²L(θ)e₁): the loss's slope and curvature along e₁, from one
+    forward-over-reverse call (jvp of grad gives ∇L and the HVP ∇²L·e₁ together)."""
+    e1 = {n: e1[n].to(p.dtype) for n, p in params.items()}
+    g, hv = jvp(grad(loss), (dict(params),), (e1,))
+    dot = lambda a: sum((a[n] * e1[n]).sum() for n in e1)  # noqa: E731
+    return dot(g), dot(hv)
+
+
 # ---------------------------------------------------------------- on a network
 def network_loss(model: nn.Module, criterion: str, l2: float = 0.0,
                  dtype: torch.dtype = torch.float64) -> Callable[[Params, Tensor, Tensor], Tensor]:
@@ -137,14 +150,15 @@ def network_loss(model: nn.Module, criterion: str, l2: float = 0.0,
 def alpha_step(model: nn.Module, params: Params, e1: Params, x: Tensor, y: Tensor, rows: Tensor,
                cfg: AlphaStepConfig, *, criterion: str = "cross_entropy", l2: float = 0.0) -> AlphaStep:
     """The probe at one checkpoint of a network: mini-batch gradients on x[rows[m]], y[rows[m]]
-    (rows [M, S]), g̃₁ = ⟨g_m, e₁⟩, and r(α) with L the loss on all of (x, y)."""
+    (rows [M, S]), g̃₁ = ⟨g_m, e₁⟩, and r(α) with L the loss on all of (x, y); with L's own g₁ and κ₁."""
     _require(rows.dim() == 2 and rows.shape[0] >= 1, f"rows of shape {tuple(rows.shape)}; allowed: [M, S]")
     f = network_loss(model, criterion, l2, cfg.dtype)
     theta = {n: p.detach().to(cfg.dtype) for n, p in params.items()}
     xd = x.to(cfg.dtype)
     g1 = project(minibatch_gradients(f, theta, xd[rows], y[rows]), e1)
-    rel, loss0 = relative_changes(lambda p: f(p, xd, y), theta, e1, g1, cfg)
-    return AlphaStep(rel, g1, loss0)
+    full = lambda p: f(p, xd, y)  # noqa: E731
+    rel, loss0 = relative_changes(full, theta, e1, g1, cfg)
+    return AlphaStep(rel, g1, loss0, *along_e1(full, theta, e1))
 
 
 def seed_mean(steps: Sequence[AlphaStep | None]) -> tuple[Tensor | None, int]:

@@ -13,11 +13,11 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, hessian
 
 from core import stats
-from core.hessian import per_row_loss
-from core.landscape.alpha_step import (AlphaStep, AlphaStepConfig, alpha_step, minibatch_gradients,
+from core.hessian import ParamLayout, per_row_loss
+from core.landscape.alpha_step import (AlphaStep, AlphaStepConfig, along_e1, alpha_step, minibatch_gradients,
                                        minibatch_rows, network_loss, pick_checkpoints, point_losses, project,
                                        relative_changes, seed_mean, step_points)
 from core.registry import load_registry
@@ -99,6 +99,20 @@ def test_relative_change_equals_the_closed_form_on_a_quadratic(lam1, lr):
     assert step.loss0 == pytest.approx(float(_loss(A, c, L0)({"w": theta})), rel=1e-12)
     flipped = _step(A, -e1, c, L0, theta, grads, lr)  # e₁'s sign is arbitrary: g̃₁ flips with it
     torch.testing.assert_close(flipped.rel, step.rel, rtol=1e-12, atol=1e-15)
+
+
+def test_along_e1_gives_the_slope_and_curvature_on_a_quadratic_and_an_mlp():
+    A, e1, c, L0 = _quadratic(3.0, 2)
+    theta = c + torch.randn(D, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    g1, kappa = along_e1(_loss(A, c, L0), {"w": theta}, {"w": e1})
+    assert float(kappa) == pytest.approx(3.0, rel=1e-12) and float(g1) == pytest.approx(3.0 * float(e1 @ (theta - c)), rel=1e-12)
+    model, x, y, params, v, _ = _mlp_case()
+    layout, f = ParamLayout.of(params), network_loss(model, "cross_entropy")
+    flat = lambda t: f(layout.unflatten(t), x.double(), y)  # noqa: E731
+    t0, vf = layout.flatten({n: p.double() for n, p in params.items()}), layout.flatten(v)
+    g1, kappa = along_e1(lambda p: f(p, x.double(), y), layout.unflatten(t0), v)
+    assert float(kappa) == pytest.approx(float(vf @ hessian(flat)(t0) @ vf), rel=1e-9)
+    assert float(g1) == pytest.approx(float(torch.func.grad(flat)(t0) @ vf), rel=1e-9)
 
 
 def test_without_noise_the_change_is_the_one_dimensional_parabola():
@@ -243,8 +257,11 @@ def test_alpha_step_on_an_mlp_equals_the_explicit_loop_and_leaves_the_model_alon
     ref, x64 = copy.deepcopy(model).double(), x.double()
     reset = lambda: ref.load_state_dict({n: p.double() for n, p in params.items()})  # noqa: E731
     L = lambda: nn.functional.cross_entropy(ref(x64), y)  # noqa: E731
-    with torch.no_grad():
-        L0 = L()
+    L0 = L()
+    L0.backward()  # the full loss's own slope along e₁ (g₁) for the descriptive field
+    assert out.g1_full == pytest.approx(float(sum((p.grad * e1[n]).sum() for n, p in ref.named_parameters())), rel=1e-9)
+    L0 = L0.detach()
+    assert out.loss0 == pytest.approx(float(L0), rel=1e-12)
     for m in range(len(rows)):
         reset()
         ref.zero_grad()
