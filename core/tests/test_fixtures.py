@@ -54,6 +54,19 @@ def test_cpu_recipe_is_he_et_al_scaled():
     assert ckpt[0] == 0 and len(ckpt) == 11 and ckpt[-1] == cfg.epochs
 
 
+def test_av9_rule_is_read_from_the_registry_and_a_missing_value_names_it():
+    import dataclasses
+    from core.registry import load_registry
+    reg = load_registry()
+    assert specs.av9_rule(reg) == {"lr_fraction": reg["AV-9"].setting("sgd_lr_fraction"),
+                                   "epochs_fraction": reg["AV-9"].setting("sgd_epochs_fraction"),
+                                   "momentum": reg["AV-9"].setting("sgd_momentum")}
+    broken = {"AV-9": dataclasses.replace(reg["AV-9"], settings={k: v for k, v in reg["AV-9"].settings.items()
+                                                                 if k != "sgd_momentum"})}
+    with pytest.raises(KeyError, match="sgd_momentum"):
+        specs.av9_rule(broken)
+
+
 def test_sgd_from_spec_is_the_fixed_rule():
     rule = specs.av9_rule()
     for sgd in specs.case("cpu", "mnist1d-mlp-bn").sgd_from + specs.case(
