@@ -72,13 +72,18 @@ def _seed(rho, seed, *, scale=1.0, u1=1.0, noise=0.1, ortho=0.0, floor=False, pr
     return out
 
 
-def _verdict(seeds: list[list[AlphaStep]]) -> str:
-    """The registry's SD-3 rule and α_i on the per-seed means (parts named alpha_<α>, '.' -> '_')."""
+def _verdict(seeds: list[list[AlphaStep]], eta_kappa: float | None = None) -> str:
+    """The registry's SD-3 rule and α_i on the per-seed means (parts named alpha_<α>, '.' -> '_'): with
+    `eta_kappa` (every seed's η·κ₁; these quadratics have κ₁ = λ₁, so η·κ₁ = ρ) the revised rule with
+    its curvature part, without it the original three-part rule (the loss-change statistic alone)."""
     reg = load_registry()
     claim = reg["SD-3"]
     means = [seed_mean(s)[0] for s in seeds]
     data = {f"alpha_{a:g}".replace(".", "_"): {"values": [float(m[ALPHAS.index(a)]) for m in means]}
             for a in claim.setting("alphas")}
+    if eta_kappa is None:
+        return stats.decide(claim.original_rule, reg.alpha_for("SD-3"), data).verdict
+    data["curvature_too_large"] = {"values": [eta_kappa] * len(seeds)}
     return stats.decide(claim.rule, reg.alpha_for("SD-3"), data).verdict
 
 
@@ -133,14 +138,14 @@ def test_positive_control_an_overshooting_step_replicates_at_every_scale(rho, sc
     seeds = [_seed(rho, s, scale=scale) for s in range(SEEDS)]
     for steps in seeds:
         assert _col(steps, 2.0) > 0 and _col(steps, 4.0) > 0 and _col(steps, 0.5) < 0
-    assert _verdict(seeds) == "replicated"
+    assert _verdict(seeds) == "replicated" and _verdict(seeds, eta_kappa=rho) == "replicated"
 
 
 @pytest.mark.parametrize("scale", [1e-2, 1e2])
 def test_negative_control_a_too_small_step_does_not_replicate(scale):
     seeds = [_seed(0.25, s, scale=scale) for s in range(SEEDS)]
     assert all(_col(steps, 2.0) < 0 and _col(steps, 0.5) < 0 for steps in seeds)
-    assert _verdict(seeds) != "replicated"
+    assert _verdict(seeds) != "replicated" and _verdict(seeds, eta_kappa=0.25) != "replicated"
 
 
 def _norm_probe(grads, e1):
@@ -186,10 +191,12 @@ def test_a_stale_e1_cannot_fake_an_overshoot_only_hide_one():
 def test_minibatch_noise_alone_can_make_the_sgd_step_too_large():
     """What the statistic is (module docstring): E r(α)·L ∝ ½αηλ₁(1 + σ²/g₁²) − 1. At ηλ₁ = 0.25 with
     σ²/g₁² = 7 (so ηλ₁(1 + σ²/g₁²) = 2) the mini-batch step, as SGD takes it, overshoots: the rule
-    replicates although the full-batch step would not. The claim reports ηλ₁ beside the verdict."""
+    replicates although the full-batch step would not — what the constant-Hessian control did on the
+    cpu tier, and why the registry's revised rule adds the curvature part η·κ₁ > 1 (2026-12-01)."""
     seeds = [_seed(0.25, s, noise=math.sqrt(7.0)) for s in range(SEEDS)]
-    assert _verdict(seeds) == "replicated"
+    assert _verdict(seeds) == "replicated"  # the original three-part rule is fooled by the noise
     assert _verdict([_seed(0.25, s, noise=0.0) for s in range(SEEDS)]) != "replicated"
+    assert _verdict(seeds, eta_kappa=0.25) == "refuted"  # the revised rule's curvature part is not
 
 
 # ---------------------------------------------------------------- a real MLP: vmapped = looped
