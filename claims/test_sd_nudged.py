@@ -205,9 +205,9 @@ def _sd4_figures(figure_dir, spec, art) -> list:
            if art["refresh_lam"][j::V].isfinite().any()}
     loss = {v: (x_loss, art["rows_loss"][j::V].double().numpy()) for j, v in enumerate(names)}
     stem = figure_dir / f"SD-4_{TIER}"
-    return [lambda_trajectories(f"{stem}_restart_lambda.png", lam, xlabel="η · steps since the restart",
+    return [lambda_trajectories(f"{stem}_restart_lambda.png", lam, xlabel="η · steps since the restart", logy=True,
                                 title="SD-4: λ_max along the restart, per variant (Fig. 5)"),
-            lambda_trajectories(f"{stem}_restart_loss.png", loss, xlabel="η · steps since the restart",
+            lambda_trajectories(f"{stem}_restart_loss.png", loss, xlabel="η · steps since the restart", logy=True,
                                 ylabel="loss on the Hessian rows", title="SD-4: loss along the restart (Fig. 5)")]
 
 

@@ -16,12 +16,15 @@ _CYCLE = ("#1f5fa8", "#c8432b", "#2e8b57", "#b8860b", "#6a3d9a", "#555555")
 def lambda_trajectories(path, groups: dict[str, tuple[np.ndarray, np.ndarray]], *, peaks=None,
                         half: float | None = None, bound: float | None = None,
                         title="λ_max along training (Fig. 2)", xlabel="η · steps",
-                        ylabel="λ_max (top Hessian eigenvalue)") -> Path:
+                        ylabel="λ_max (top Hessian eigenvalue)", logy: bool = False) -> Path:
     """Fig. 2 (bottom) / Fig. 3: λ_max per seed against training time, one colour per group
     ({label: (x [C], λ [S, C])}), thin lines per seed and the median thick; `peaks` [(x, λ)] marks
     each seed's λ_peak; `half` the T/2 line of the peak definition; `bound` the 2/η stability line.
-    Also Fig. 5's per-variant curves of λ_max or the loss along a restart (`ylabel`)."""
+    Also Fig. 5's per-variant curves of λ_max or the loss along a restart (`ylabel`; `logy` for a log
+    y-axis, where one variant's transient spike would flatten the others)."""
     fig, ax = new_figure(title, xlabel, ylabel)
+    if logy:
+        ax.set_yscale("log")
     for k, (label, (x, lam)) in enumerate(groups.items()):
         color = _CYCLE[k % len(_CYCLE)]
         lam = np.atleast_2d(np.asarray(lam, dtype=float))
