@@ -40,7 +40,8 @@ from torch.func import functional_call, stack_module_state, vmap
 from core.cache import KEY_IF_SET
 from core.hessian import CRITERIA, LanczosConfig, hvp_operator, lanczos, loss_fn, per_row_loss
 
-__all__ = ["EnsembleConfig", "train_ensemble", "budget_epochs", "checkpoint_steps", "seed_params", "stacked_grads"]
+__all__ = ["EnsembleConfig", "train_ensemble", "budget_epochs", "checkpoint_steps", "seed_params", "stacked_grads",
+           "check_labels"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,18 @@ def _hessian_loss(model: nn.Module, data, cfg):
                    batch_size=cfg.hessian_rows, criterion=cfg.criterion)
 
 
+def check_labels(data) -> None:
+    """Every split's labels in [0, num_classes): checked once, before training, because the
+    'mse_onehot' criterion (core.hessian.per_row_loss) turns an out-of-range label into an all-zero
+    target row instead of an error (its one-hot must run under vmap)."""
+    for name in ("train", "val", "test"):
+        split = getattr(data, name, None)
+        if split is not None and len(split.y):
+            lo, hi = int(split.y.min()), int(split.y.max())
+            _require(0 <= lo and hi < data.num_classes,
+                     f"{name} labels span {lo}..{hi}; allowed: 0..{data.num_classes - 1} (num_classes={data.num_classes})")
+
+
 def _hessian_rows(n_train: int, cfg) -> Tensor:
     """The fixed, sorted rows of the Hessian's loss: the first `hessian_rows` of a permutation drawn
     once by torch.Generator(hessian_seed) (the same rows for every seed and checkpoint)."""
@@ -170,6 +183,7 @@ def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
     the final stacked params, `params_at` ({name: [S, C, ...]} when cfg.keep_params) and `metrics`
     (wall and CPU seconds)."""
     _require(len(models) == len(generators) >= 1, "one generator per model, at least one model")
+    check_labels(data)
     t0, c0 = time.perf_counter(), time.process_time()
     base, params = _stack(models)
     n_seeds, n_rows = len(models), len(data.train)

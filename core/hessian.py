@@ -160,7 +160,8 @@ def per_row_loss(out: Tensor, y: Tensor, criterion: str) -> Tensor:
     _require(criterion == "mse_onehot", f"criterion={criterion!r}; allowed: {', '.join(CRITERIA)}")
     # the one-hot as a comparison, not F.one_hot: that one checks y's range with a host sync, which vmap
     # over batched targets refuses (core.landscape.alpha_step's mini-batch gradients). Same 0/1 values, so
-    # the same loss bit for bit; an out-of-range label now gives an all-zero target row, not an error
+    # the same loss bit for bit; an out-of-range label would give an all-zero target row, not an error,
+    # so the trainers check every label once before training (core.ensemble.check_labels)
     onehot = (y[..., None] == torch.arange(out.shape[-1], device=y.device)).to(out.dtype)
     return 0.5 * (out - onehot).pow(2).sum()
 

@@ -46,7 +46,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from core.ensemble import _evaluate, _hessian_loss, _hessian_rows, _mark_diverged, _require, _Tracker, stacked_grads
+from core.ensemble import (_evaluate, _hessian_loss, _hessian_rows, _mark_diverged, _require, _Tracker, check_labels,
+                           stacked_grads)
 from core.hessian import CRITERIA, LanczosConfig
 
 __all__ = ["NudgedConfig", "train_nudged", "nudged_direction"]
@@ -184,6 +185,7 @@ def train_nudged(model: nn.Module, starts: Sequence[dict[str, Tensor]], coefs: S
     _require(all(a >= 0 and b >= 0 for a, b in coefs), f"coefficients {list(coefs)}; allowed: a, b >= 0")
     uses_val = cfg.plateau_patience is not None or cfg.early_stop_patience is not None or cfg.final_at == "best"
     _require(not uses_val or data.val is not None, "the plateau/early-stop schedule and final_at='best' need data.val")
+    check_labels(data)
     t0, c0 = time.perf_counter(), time.process_time()
     run = _Run(model, starts, coefs, groups, data, cfg)
     m, n_rows = len(starts), len(data.train)

@@ -141,3 +141,12 @@ def test_keep_params_enters_the_cache_key_only_when_set():
     from core.cache import spec_key
     base = _cfg()
     assert spec_key(base) == spec_key(_cfg(keep_params=False)) != spec_key(_cfg(keep_params=True))
+
+
+def test_an_out_of_range_label_is_one_line_before_any_training():
+    """mse_onehot cannot check labels under vmap, so the trainers check them once."""
+    data = _data()
+    bad = Dataset(name="synthetic", train=Split(data.train.x, data.train.y.clone().index_fill_(0, torch.tensor([3]), 7)),
+                  test=data.test, val=None, num_classes=3, input_shape=(6,))
+    with pytest.raises(ValueError, match=r"train labels span 0\.\.7; allowed: 0\.\.2"):
+        train_ensemble([_mlp(0)], bad, _cfg(criterion="mse_onehot"), [torch.Generator().manual_seed(0)])
