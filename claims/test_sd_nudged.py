@@ -212,9 +212,9 @@ def _sd4_figures(figure_dir, spec, art) -> list:
 
 
 def _nsgd_figures(figure_dir, claim_id: str, arts: dict[str, dict], n: int) -> list:
-    names = list(arts)
-    lam = {k: np.array(_arm(a, n)["lam"]) for k, a in arts.items()}
-    acc = {k: np.array(_arm(a, n)["acc"]) for k, a in arts.items()}
+    names, arms = list(arts), {k: _arm(a, n) for k, a in arts.items()}
+    lam = {k: np.array(arm["lam"]) for k, arm in arms.items()}
+    acc = {k: np.array(arm["acc"]) for k, arm in arms.items()}
     return [plots.paired_seeds(figure_dir / f"{claim_id}_{TIER}_lambda.png", lam[names[0]], lam[names[1]], names,
                                ylabel="λ_max at the best-val epoch", title=f"{claim_id}: λ_max per seed (Table 1)"),
             plots.paired_seeds(figure_dir / f"{claim_id}_{TIER}_accuracy.png", acc[names[0]], acc[names[1]], names,

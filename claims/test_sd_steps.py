@@ -35,9 +35,9 @@ import pytest
 import torch
 
 from core.data import load_dataset
-from core.ensemble import _hessian_rows
+from core.ensemble import _hessian_loss
 from core.harness import check_claim, check_control, claim_of
-from core.hessian import LanczosConfig, loss_fn, top_eigenpairs
+from core.hessian import LanczosConfig, top_eigenpairs
 from core.landscape.alpha_step import AlphaStepConfig, alpha_step, minibatch_rows, pick_checkpoints, seed_mean
 from core.landscape.peaks import peaks as trajectory_peaks
 from core.memo import DiskMemo
@@ -61,8 +61,8 @@ def _prober(spec):
     data = load_dataset(spec.dataset, **dict(spec.dataset_kwargs))
     model = build_model(spec.model, num_classes=data.num_classes, input_shape=tuple(data.input_shape), seed=0,
                         **dict(spec.model_kwargs))
-    x, y, rows = data.train.x, data.train.y, _hessian_rows(len(data.train), cfg)
-    hessian = loss_fn(model, x[rows], y[rows], cfg.weight_decay, batch_size=cfg.hessian_rows, criterion=cfg.criterion)
+    x, y = data.train.x, data.train.y
+    hessian = _hessian_loss(model, data, cfg)  # SD-1's Hessian function, as its trajectories used
     lanczos = LanczosConfig(k=1, tol=sd1.setting("lanczos_tol"), max_iter=2 * sd1.setting("lanczos_iters"))
     probe = AlphaStepConfig(tuple(claim.setting("alphas_reported")), cfg.lr)
     base, n_eval, n_mb = claim.setting("minibatch_seed"), claim.setting("n_eval_checkpoints"), claim.setting("n_minibatches")

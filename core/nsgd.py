@@ -173,15 +173,17 @@ class NudgedSGD(torch.optim.Optimizer):
         return torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
 
     def _project_parts(self, xs: list[Tensor], group: dict) -> list[Tensor]:
-        """(I − P)x + γPx ("nudge"), γPx ("top_only") or (I − P)x ("no_top") per parameter block, formed
-        in fp64 over the concatenated x and cast once to each block's dtype."""
+        """(I − P)x + γPx ("nudge"), γPx ("top_only") or (I − P)x ("no_top") per parameter block: the
+        coefficients (a, b) of a(I − P)x + bPx for core.nudged.nudged_direction (fp64 over the
+        concatenated x, cast once to each block's dtype; the lockstep trainer's projection, one member)."""
         if self._E is None:  # only reachable with mode "nudge", γ = 1 (`_check_can_step`)
             return xs
-        x = torch.cat([t.reshape(-1).to(torch.float64) for t in xs])
-        px = (self._E @ x) @ self._E  # P x = E (Eᵀ x): two [K, D] products, never a D×D matrix
+        from core.nudged import nudged_direction
         gamma, mode = group["gamma"], group["mode"]
-        out = gamma * px if mode == "top_only" else x + (gamma - 1.0) * px
-        return [o.view_as(t).to(t.dtype) for o, t in zip(out.split([t.numel() for t in xs]), xs)]
+        a, b = {"nudge": (1.0, gamma), "top_only": (0.0, gamma), "no_top": (1.0, 0.0)}[mode]
+        coef = lambda v: torch.tensor([v], dtype=torch.float64, device=self._E.device)  # noqa: E731
+        out = nudged_direction([t[None] for t in xs], self._E[None], coef(a), coef(b))
+        return [o[0] for o in out]
 
     # ------------------------------------------------ the step
     def _check_can_step(self, group: dict) -> None:

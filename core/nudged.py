@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from core.data import Split
 from core.ensemble import (_evaluate, _hessian_loss, _hessian_rows, _mark_diverged, _require, _Tracker, check_labels,
                            stacked_grads)
 from core.hessian import CRITERIA, LanczosConfig
@@ -134,7 +135,7 @@ class _Run:
         self.refresher = _Tracker(loss, LanczosConfig(k=cfg.k, tol=cfg.refresh_tol, max_iter=cfg.refresh_iters), m)
         self.final = _Tracker(loss, LanczosConfig(k=cfg.final_k, tol=cfg.final_tol, max_iter=cfg.final_iters), m)
         rows = _hessian_rows(len(data.train), cfg)
-        self.hrows = type(data.train)(data.train.x[rows], data.train.y[rows])
+        self.hrows = Split(data.train.x[rows], data.train.y[rows])
 
     def member(self, i: int) -> dict[str, Tensor]:
         return {n: p[i].detach() for n, p in self.params.items()}
