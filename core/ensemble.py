@@ -10,12 +10,16 @@ so the seeds are trained together:
   [S, B, ...] batch, takes the loss Σ_s L_s(θ_s) (each seed's own mean loss, so ∂/∂θ_s of the sum is
   exactly ∇L_s) and one backward, then per seed torch.optim.SGD's update (dampening 0, no Nesterov)
       buf_s ← m·buf_s + g_s + c·θ_s      (buf_s = g_s + c·θ_s at the first step)
-      θ_s  ← θ_s − η·buf_s.
+      θ_s  ← θ_s − η·buf_s,
+  or (`optimizer="adam"`, Fort & Jastrzebski §4.1's constant-lr Adam) torch.optim.Adam's, with its
+  default β₁ = 0.9, β₂ = 0.999, ε = 1e-8 and coupled L2 (g_s ← g_s + c·θ_s), at step t = 1, 2, …
+      m_s ← β₁m_s + (1 − β₁)g_s,   v_s ← β₂v_s + (1 − β₂)g_s²
+      θ_s ← θ_s − (η/(1 − β₁ᵗ))·m_s / (√v_s/√(1 − β₂ᵗ) + ε)      (ε outside the root, as torch).
   Every seed keeps its own initialisation (`build_model(seed=s)`) and its own batch order (a
   torch.Generator per seed, one permutation per epoch), so the seeds stay independent replicates; the
   stacking only shares kernel launches (10 cpu-tier MLPs at batch 32: ≈ 3× faster per seed-step than
   one at a time; benchmarks/README.md). Stacked and single-model training agree to float rounding
-  (core/tests/test_ensemble.py checks against torch.optim.SGD step for step).
+  (core/tests/test_ensemble.py checks against torch.optim.SGD and torch.optim.Adam step for step).
 
 At pre-registered global step indices (`checkpoints`, 0 = initialisation) each seed gets:
   λ_1 ≥ … ≥ λ_k of the Hessian of its mean training loss on a fixed subset of rows (core.hessian:
@@ -44,9 +48,13 @@ __all__ = ["EnsembleConfig", "train_ensemble", "budget_epochs", "checkpoint_step
            "check_labels"]
 
 
+OPTIMIZERS = ("sgd", "adam")
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
+
+
 @dataclass(frozen=True)
 class EnsembleConfig:
-    """One constant-lr SGD recipe for every seed of the ensemble, and what is measured along it."""
+    """One constant-lr SGD or Adam recipe for every seed of the ensemble, and what is measured along it."""
     lr: float  # η (constant: Jastrzebski et al. §2 use a constant lr for the λ_max trajectories)
     batch_size: int  # S, rows per step (the last step of an epoch takes the remainder)
     epochs: int  # T
@@ -61,6 +69,8 @@ class EnsembleConfig:
     hessian_seed: int = 12345  # torch.Generator seed that draws those rows, once
     # store every seed's parameters at every checkpoint (`params_at`; SD-3, SD-4); keyed only when set
     keep_params: bool = field(default=False, metadata=KEY_IF_SET)
+    # "sgd" (momentum above) | "adam" (torch.optim.Adam, ADAM_BETAS, ADAM_EPS); keyed only when set
+    optimizer: str = field(default="sgd", metadata=KEY_IF_SET)
 
     def __post_init__(self):
         _require(self.lr > 0 and math.isfinite(self.lr), f"lr={self.lr!r}; allowed: a finite lr > 0")
@@ -68,6 +78,9 @@ class EnsembleConfig:
                  f"batch_size={self.batch_size!r}; allowed: an int >= 1")
         _require(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs={self.epochs!r}; allowed: >= 1")
         _require(0 <= self.momentum < 1, f"momentum={self.momentum!r}; allowed: 0 <= momentum < 1")
+        _require(self.optimizer in OPTIMIZERS, f"optimizer={self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        _require(self.optimizer == "sgd" or self.momentum == 0,
+                 f"momentum={self.momentum!r} with optimizer={self.optimizer!r}; allowed: momentum 0 (Adam has β₁)")
         _require(self.weight_decay >= 0, f"weight_decay={self.weight_decay!r}; allowed: >= 0")
         _require(self.criterion in CRITERIA, f"criterion={self.criterion!r}; allowed: {', '.join(CRITERIA)}")
         _require(self.top_k >= 1 and self.lanczos_max_iter >= self.top_k,
@@ -227,7 +240,8 @@ def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
         order = torch.stack([torch.randperm(n_rows, generator=g) for g in generators])
         for lo in range(0, n_rows, cfg.batch_size):
             idx = order[:, lo:lo + cfg.batch_size]
-            bufs = _sgd_step(forward, params, names, bufs, data.train.x[idx], data.train.y[idx], cfg, mask)
+            bufs = _STEPS[cfg.optimizer](forward, params, names, bufs, data.train.x[idx], data.train.y[idx], cfg,
+                                         mask, step + 1)
             step += 1
             if next_ckpt < len(cfg.checkpoints) and cfg.checkpoints[next_ckpt] == step and lo + cfg.batch_size < n_rows:
                 measure(next_ckpt)  # a checkpoint inside an epoch (epoch 1's fractions)
@@ -255,9 +269,10 @@ def stacked_grads(forward, params: dict[str, Tensor], names: Sequence[str], x: T
     return grads
 
 
-def _sgd_step(forward, params, names, bufs, x, y, cfg: EnsembleConfig, alive: Tensor | None):
+def _sgd_step(forward, params, names, bufs, x, y, cfg: EnsembleConfig, alive: Tensor | None, t: int):
     """One SGD(momentum) step for every seed; with `alive` (some seed diverged) the seeds it marks
-    False are frozen (no update reaches them). None: all are live, and no mask is applied."""
+    False are frozen (no update reaches them). None: all are live, and no mask is applied. `t` (the
+    1-based step) is unused: SGD has no step count."""
     leaves = [params[n] for n in names]
     grads = stacked_grads(forward, params, names, x, y, cfg.criterion, cfg.weight_decay)
     with torch.no_grad():
@@ -275,6 +290,33 @@ def _sgd_step(forward, params, names, bufs, x, y, cfg: EnsembleConfig, alive: Te
             live = alive.view(-1, *[1] * (p.dim() - 1))
             p.sub_(torch.where(live, cfg.lr * g, 0.0))  # where, not a 0 factor: 0·NaN is NaN
     return bufs
+
+
+def _adam_step(forward, params, names, state, x, y, cfg: EnsembleConfig, alive: Tensor | None, t: int):
+    """One torch.optim.Adam step (module docstring; the same operations in the same order as its
+    single-tensor CPU path) for every seed at 1-based step t; `state` = (m, v) lists or None; `alive`
+    as in `_sgd_step`."""
+    (b1, b2), leaves = ADAM_BETAS, [params[n] for n in names]
+    grads = stacked_grads(forward, params, names, x, y, cfg.criterion, cfg.weight_decay)
+    with torch.no_grad():
+        m, v = state or ([torch.zeros_like(g) for g in grads], [torch.zeros_like(g) for g in grads])
+        torch._foreach_lerp_(m, grads, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, math.sqrt(1 - b2 ** t))
+        torch._foreach_add_(denom, ADAM_EPS)
+        step_size = cfg.lr / (1 - b1 ** t)
+        if alive is None:
+            torch._foreach_addcdiv_(leaves, m, denom, value=-step_size)
+            return m, v
+        for p, mm, d in zip(leaves, m, denom):
+            live = alive.view(-1, *[1] * (p.dim() - 1))
+            p.sub_(torch.where(live, mm / d * step_size, 0.0))  # where, not a 0 factor: 0·NaN is NaN
+    return m, v
+
+
+_STEPS = {"sgd": _sgd_step, "adam": _adam_step}
 
 
 def _mark_diverged(params: dict[str, Tensor], alive: Tensor, status: list[str], step: int) -> None:

@@ -32,8 +32,12 @@ def _cfg(**kw):
 
 
 def _alone(model, data, cfg, gen):
-    """The oracle: the same seed trained alone by torch.optim.SGD, same batch order."""
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    """The oracle: the same seed trained alone by torch.optim.SGD or torch.optim.Adam (its defaults),
+    same batch order."""
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     n = len(data.train)
     for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=gen)
@@ -56,6 +60,31 @@ def test_stacked_training_equals_torch_sgd_per_seed(momentum, wd):
         got = seed_params(art["final"], s)
         for name, p in want.items():
             torch.testing.assert_close(got[name], p.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("wd", [0.0, 1e-2])
+def test_stacked_adam_equals_torch_adam_per_seed(wd):
+    data, cfg = _data(), _cfg(optimizer="adam", lr=1e-2, weight_decay=wd)
+    art = train_ensemble([_mlp(0), _mlp(1)], data, cfg, [torch.Generator().manual_seed(s) for s in (10, 11)])
+    assert art["status"] == "ok"
+    for s in (0, 1):
+        want = _alone(_mlp(s), data, cfg, torch.Generator().manual_seed(10 + s))
+        got, start = seed_params(art["final"], s), dict(_mlp(s).named_parameters())
+        for name, p in want.items():
+            assert not torch.allclose(p, start[name])  # it trained
+            torch.testing.assert_close(got[name], p.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_adam_with_a_diverging_seed_leaves_the_others_untouched():
+    data, cfg = _data(), _cfg(optimizer="adam", lr=1e-2)
+    bad = _mlp(1)
+    with torch.no_grad():
+        bad[0].bias[0] = math.nan
+    art = train_ensemble([_mlp(0), bad], data, cfg, [torch.Generator().manual_seed(s) for s in (10, 11)])
+    assert art["seed_status"][0] == "ok" and art["seed_status"][1].startswith("diverged at step 0")
+    want = _alone(_mlp(0), data, cfg, torch.Generator().manual_seed(10))
+    for name, p in want.items():
+        torch.testing.assert_close(seed_params(art["final"], 0)[name], p.detach(), rtol=1e-5, atol=1e-6)
 
 
 def test_tracked_lambda_equals_the_exact_hessian_top_eigenvalue():
@@ -109,7 +138,9 @@ def test_budget_and_checkpoint_schedule_follow_the_registry_rule():
 
 @pytest.mark.parametrize("kw,msg", [
     (dict(momentum=1.0), "momentum=1.0"), (dict(lr=0.0), "lr=0.0"), (dict(criterion="hinge"), "criterion"),
-    (dict(checkpoints=(3, 1)), "strictly increasing"), (dict(top_k=0), "top_k=0")])
+    (dict(checkpoints=(3, 1)), "strictly increasing"), (dict(top_k=0), "top_k=0"),
+    (dict(optimizer="rmsprop"), "optimizer='rmsprop'; allowed: sgd, adam"),
+    (dict(optimizer="adam", momentum=0.9), "momentum=0.9 with optimizer='adam'")])
 def test_bad_configs_give_one_line(kw, msg):
     with pytest.raises(ValueError, match=msg):
         _cfg(**kw)
@@ -141,6 +172,11 @@ def test_keep_params_enters_the_cache_key_only_when_set():
     from core.cache import spec_key
     base = _cfg()
     assert spec_key(base) == spec_key(_cfg(keep_params=False)) != spec_key(_cfg(keep_params=True))
+
+
+def test_optimizer_enters_the_cache_key_only_when_not_sgd():
+    from core.cache import spec_key
+    assert spec_key(_cfg()) == spec_key(_cfg(optimizer="sgd")) != spec_key(_cfg(optimizer="adam"))
 
 
 def test_an_out_of_range_label_is_one_line_before_any_training():
