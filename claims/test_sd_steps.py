@@ -29,100 +29,19 @@ the revised rule's fourth part.
 from __future__ import annotations
 
 import math
-import statistics
 
 import pytest
 import torch
 
-from core.data import load_dataset
-from core.ensemble import _hessian_loss
 from core.harness import check_claim, check_control, claim_of
-from core.hessian import LanczosConfig, top_eigenpairs
-from core.landscape.alpha_step import AlphaStepConfig, alpha_step, minibatch_rows, pick_checkpoints, seed_mean
-from core.landscape.peaks import peaks as trajectory_peaks
-from core.memo import DiskMemo
-from core.models import build_model
 from core.plots_sd import alpha_step_curves
-from core.registry import load_registry
-from fixtures.sd import claim_points, point_name, sd_specs
+from fixtures.sd_probes import sd3_point, sd3_seeds
 
 pytestmark = pytest.mark.cpu
 TIER = "cpu"
 
 
-# ---------------------------------------------------------------- per-seed numbers
-def _point(control: bool = False) -> str:
-    return ("control: " if control else "") + point_name(claim_points(load_registry(), TIER)["SD-1"][0])
-
-
-def _prober(spec):
-    """at(params, s, j) -> (AlphaStep or None where e₁ did not converge, λ₁) for the spec's run."""
-    claim, sd1, cfg = claim_of("SD-3"), claim_of("SD-1"), spec.config
-    data = load_dataset(spec.dataset, **dict(spec.dataset_kwargs))
-    model = build_model(spec.model, num_classes=data.num_classes, input_shape=tuple(data.input_shape), seed=0,
-                        **dict(spec.model_kwargs))
-    x, y = data.train.x, data.train.y
-    hessian = _hessian_loss(model, data, cfg)  # SD-1's Hessian function, as its trajectories used
-    lanczos = LanczosConfig(k=1, tol=sd1.setting("lanczos_tol"), max_iter=2 * sd1.setting("lanczos_iters"))
-    probe = AlphaStepConfig(tuple(claim.setting("alphas_reported")), cfg.lr)
-    base, n_eval, n_mb = claim.setting("minibatch_seed"), claim.setting("n_eval_checkpoints"), claim.setting("n_minibatches")
-
-    def at(params, s: int, j: int):
-        eig = top_eigenpairs(hessian, params, lanczos, hvp="reverse-cached")
-        if not bool(eig.converged[0]):
-            return None, float(eig.eigenvalues[0])
-        batches = minibatch_rows(len(y), n_mb, cfg.batch_size, torch.Generator().manual_seed(base + n_eval * s + j))
-        return alpha_step(model, params, eig.eigenvector_dicts()[0], x, y, batches, probe,
-                          criterion=cfg.criterion, l2=cfg.weight_decay), float(eig.eigenvalues[0])
-    return at
-
-
-def _seed(art, s: int, pk, at, lr: float, n_eval: int) -> dict:
-    """One seed: the probe at its picks after the peak, reduced (NaN/None where it is no evidence)."""
-    if not pk.ok:
-        return {"means": None, "eta_t": [], "left_out": 0, "coincident": 0, "g1": math.nan, "eta_lam": math.nan,
-                "eta_kappa": math.nan, "noise": math.nan, "flag": f"seed {s} excluded: SD-1 flags it {pk.flag.replace('_', ' ')}"}
-    picks, coincident = pick_checkpoints(art["steps"].tolist(), pk.t_peak, pk.T, n_eval)
-    steps, lams = zip(*(at({k: v[s, i] for k, v in art["params_at"].items()}, s, j) for j, i in enumerate(picks)))
-    means, left_out = seed_mean(steps)
-    kept = [(st, lam) for st, lam in zip(steps, lams) if st is not None]  # λ₁ of an unconverged e₁ is a lower bound
-    med = lambda f: statistics.median(float(f(st, lam)) for st, lam in kept) if kept else math.nan  # noqa: E731
-    return {"means": means, "eta_t": [lr * int(art["steps"][i]) for i in picks], "left_out": left_out,
-            "coincident": coincident, "flag": "",
-            "g1": statistics.median(torch.cat([st.g1 for st, _ in kept]).abs().tolist()) if kept else math.nan,
-            "eta_lam": med(lambda st, lam: lr * lam), "eta_kappa": med(lambda st, lam: lr * st.curvature),
-            "noise": med(lambda st, lam: st.g1.pow(2).mean() / st.g1_full.pow(2))}
-
-
-# what decides the per-seed records: a change to any of these recomputes them (core/memo.py)
-PROBE_CODE = ("core/landscape/alpha_step.py", "core/landscape/peaks.py", "core/hessian.py", "core/models.py",
-              "core/data.py", "claims/test_sd_steps.py")
-
-
-def _probe_run(sd_runs, fixture_cache, control: bool = False) -> list[dict]:
-    """Per-seed records of SD-3's seeds on SD-1's point or its control twin, memoised on disk (the
-    claim's probe costs ~15-35 s on a shared 2-core machine), keyed by the run's artifact key, the
-    probe's code and the SD-1/SD-3 registry entries."""
-    name = _point(control)
-    spec = sd_specs(TIER)[name]
-    memo = DiskMemo(fixture_cache.root, code=PROBE_CODE, namespace="probes", registry_scope=("SD-1", "SD-3"),
-                    inputs=(TIER, name, fixture_cache.key(spec)))
-    return memo(("SD-3", name), lambda: _compute(spec, sd_runs(TIER)[name]))
-
-
-def _compute(spec, art) -> list[dict]:
-    claim = claim_of("SD-3")
-    pks = trajectory_peaks(art, claim.seeds[TIER], tol=claim_of("SD-1").setting("lanczos_tol"))
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets on shared cores: one intra-op thread (fixtures/sd.py builds so too)
-    try:
-        at, n_eval = _prober(spec), claim.setting("n_eval_checkpoints")
-        seeds = [_seed(art, s, pk, at, spec.config.lr, n_eval) for s, pk in enumerate(pks)]
-    finally:
-        torch.set_num_threads(old)
-    return seeds
-
-
+# ---------------------------------------------------------------- per-seed numbers (fixtures/sd_probes.py)
 def _part(alpha: float) -> str:
     return f"alpha_{alpha:g}".replace(".", "_")  # the registry's part names: alpha_2, alpha_4, alpha_0_5
 
@@ -159,12 +78,12 @@ def _flags(seeds: list[dict], n_eval: int) -> list[str]:
 
 def _case(control: bool = False) -> str:
     what = "control: linear model, quadratic loss" if control else "mnist1d-mlp-relu"
-    return f"{what} {_point()}, {claim_of('SD-3').setting('n_eval_checkpoints')} checkpoints t_peak..T"
+    return f"{what} {sd3_point()}, {claim_of('SD-3').setting('n_eval_checkpoints')} checkpoints t_peak..T"
 
 
 # ---------------------------------------------------------------- the claim
 def test_sd3_sgd_step_too_large_along_e1(request, sd_runs, fixture_cache, figure_dir):
-    seeds = _probe_run(sd_runs, fixture_cache)
+    seeds = sd3_seeds(sd_runs, fixture_cache)
     data, per_seed, flags = _sd3_data(seeds)
     original = {k: v for k, v in data.items() if k in claim_of("SD-3").original_rule["parts"]}
     check_claim(request, "SD-3", tier=TIER, case=_case(), data=data, per_seed=per_seed, original_data=original,
@@ -173,7 +92,7 @@ def test_sd3_sgd_step_too_large_along_e1(request, sd_runs, fixture_cache, figure
 
 
 def test_sd3_control_constant_hessian(request, sd_runs, fixture_cache):
-    data, per_seed, _ = _sd3_data(_probe_run(sd_runs, fixture_cache, control=True))
+    data, per_seed, _ = _sd3_data(sd3_seeds(sd_runs, fixture_cache, control=True))
     check_control(request, "SD-3", tier=TIER, case=_case(control=True), data=data, per_seed=per_seed,
                   n_used=len(next(iter(data.values()))["values"]))
 
@@ -185,4 +104,4 @@ def _figures(figure_dir, seeds: list[dict]) -> list:
         return []  # no seed is evidence: nothing to draw
     return [alpha_step_curves(figure_dir / f"SD-3_{TIER}_alpha_steps.png", claim.setting("alphas_reported"),
                               torch.stack(used).numpy(), rule_alphas=claim.setting("alphas"),
-                              title=f"SD-3: relative loss change of the step −αηg̃₁e₁ after the peak, per seed ({_point()})")]
+                              title=f"SD-3: relative loss change of the step −αηg̃₁e₁ after the peak, per seed ({sd3_point()})")]

@@ -16,6 +16,13 @@ A claim module computes per-seed numbers with `core` probes and hands them here;
 Negative controls go through `check_control`: the same rule on a landscape where the claim is
 false; the test fails iff the control comes out "replicated".
 
+A claim test over trained seeds reads ensemble -> per-seed numbers -> check through `claim_case`:
+
+    c = claim_case(request, "AV-8", tier, case, net, figure_dir)
+    seeds = c.seeds(need=("swa", "sgd_from_swa"))       # the first n planned seeds that finished
+    ok = [probe(net, i) for i in seeds]
+    c.check(data={"successes": ok}, per_seed={...}, figures=[...])   # + the seeds' status table
+
 Revised rules (DESIGN.md "Pre-registration"): when a `[[claim.revisions]]` entry replaced a rule that
 already had results, the registry keeps it as `[claim.original_rule]`; the harness decides it too, on
 `original_data` (the originally registered probe's numbers when the probe changed) or on the same
@@ -27,6 +34,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pytest
@@ -34,7 +43,7 @@ import pytest
 from core import stats
 from core.registry import Claim, load_registry
 
-__all__ = ["claim_of", "check_claim", "check_control", "RECORD_KEY"]
+__all__ = ["claim_of", "check_claim", "check_control", "claim_case", "ClaimCase", "RECORD_KEY"]
 
 RECORD_KEY = "claim_record"  # the user_properties name the report plugin reads
 
@@ -79,6 +88,47 @@ def check_control(request, claim_id: str, *, tier: str, case: str, data: Mapping
                     f"or the probe cannot tell a false claim from a true one: {result.reason}",
                     pytrace=False)
     return result
+
+
+@dataclass(frozen=True)
+class ClaimCase:
+    """One (claim, tier, case) of a claim test over a trained ensemble (fixtures/trained.py, or anything
+    with `usable(claim, tier, need)` and `status_rows(n)`): which seeds it may use, where its figures go,
+    and its check with the seeds' status table attached (a diverged seed is listed, never dropped
+    silently)."""
+
+    request: Any
+    claim: Claim
+    tier: str
+    case: str
+    net: Any
+    figure_dir: Path | None = None
+
+    def seeds(self, need: Sequence[str] = ("final",)) -> list[int]:
+        """Indices of the first n-planned seeds that finished with every role in `need`."""
+        return self.net.usable(self.claim, self.tier, need)
+
+    def status_rows(self) -> list[dict]:
+        return self.net.status_rows(int(self.claim.seeds[self.tier]))
+
+    def figure(self, what: str) -> Path:
+        if self.figure_dir is None:
+            raise ValueError(f"{self.claim.id}: claim_case(..., figure_dir) was not given, so no figure path")
+        return Path(self.figure_dir) / f"{self.claim.id}_{self.tier}_{self.case}_{what}.png"
+
+    def check(self, *, data, per_seed, tables: Mapping[str, list] | None = None, **kw) -> stats.Result:
+        """check_claim with the seeds' status table added."""
+        return check_claim(self.request, self.claim.id, tier=self.tier, case=self.case, data=data,
+                           per_seed=per_seed, tables={**(tables or {}), "seeds": self.status_rows()}, **kw)
+
+    def control(self, label: str, *, data, per_seed, **kw) -> stats.Result:
+        """check_control on the case's negative control `label`."""
+        return check_control(self.request, self.claim.id, tier=self.tier, case=f"control: {label} ({self.case})",
+                             data=data, per_seed=per_seed, **kw)
+
+
+def claim_case(request, claim_id: str, tier: str, case: str, net, figure_dir=None) -> ClaimCase:
+    return ClaimCase(request, claim_of(claim_id), tier, case, net, figure_dir)
 
 
 def _decide_and_record(request, claim_id, tier, case, kind, data, per_seed, figures, tables,

@@ -38,9 +38,9 @@ def test_cpu_tier_has_the_planned_runs():
     assert [r.seed for r in bn.runs] == [r.seed for r in nobn.runs] == list(range(10))
     assert all(dict(r.model_kwargs)["bn"] for r in bn.runs)
     assert not any(dict(r.model_kwargs)["bn"] for r in nobn.runs)
-    assert len(bn.sgd_from) == 10 and nobn.sgd_from == ()
-    assert [s.parent for s in bn.sgd_from] == list(bn.runs)
-    keys = {ArtifactCache("x").key(s) for s in bn.runs + nobn.runs + bn.sgd_from}
+    assert [role for role, _ in bn.derived] == ["sgd_from_swa"] and nobn.derived == ()
+    assert [s.parent for s in bn.derived_specs()] == list(bn.runs)
+    keys = {ArtifactCache("x").key(s) for s in bn.all_specs() + nobn.all_specs()}
     assert len(keys) == 30  # every run is its own artifact
 
 
@@ -69,8 +69,8 @@ def test_av9_rule_is_read_from_the_registry_and_a_missing_value_names_it():
 
 def test_sgd_from_spec_is_the_fixed_rule():
     rule = specs.av9_rule()
-    for sgd in specs.case("cpu", "mnist1d-mlp-bn").sgd_from + specs.case(
-            "gpu", "cifar100-preresnet164").sgd_from:
+    for sgd in specs.case("cpu", "mnist1d-mlp-bn").derived_specs() + specs.case(
+            "gpu", "cifar100-preresnet164").derived_specs():
         base = sgd.parent.train
         assert sgd.train.schedule == "constant"
         assert sgd.train.lr == pytest.approx(base.lr * rule["lr_fraction"])
@@ -113,7 +113,7 @@ def test_get_run_trains_once_then_loads(tmp_path):
 def test_sgd_from_artifact_starts_at_the_parent_swa(tmp_path):
     cache = ArtifactCache(tmp_path)
     sgd = specs._sgd_from(TINY, every_epoch=True)
-    art = build.get_sgd_from(sgd, cache)
+    art = build.get_derived(sgd, cache)
     parent = build.get_run(TINY, cache)
     start = art["checkpoints"][0]
     assert all(torch.equal(start[k], parent["swa_params"][k]) for k in parent["swa_params"])
@@ -123,12 +123,18 @@ def test_sgd_from_artifact_starts_at_the_parent_swa(tmp_path):
 
 def test_get_case_keeps_case_order_whatever_the_start(tmp_path):
     runs = tuple(dataclasses.replace(TINY, seed=s) for s in (0, 1))
-    case = specs.Case("tiny", "cpu", runs, tuple(specs._sgd_from(r) for r in runs))
+    case = specs.Case("tiny", "cpu", runs, specs.derived(tuple(specs._sgd_from(r) for r in runs)))
     seen = []
     got = build.get_case(case, ArtifactCache(tmp_path), start=1,
                          on_artifact=lambda summary, art, how: seen.append(art["seed"]))
     assert seen == [1, 0, 1, 0] and [a["seed"] for a in got.runs] == [0, 1]
-    assert [a["seed"] for a in got.sgd_from] == [0, 1] and got.outcomes == ["trained"] * 4
+    assert [a["seed"] for a in got.derived["sgd_from_swa"]] == [0, 1] and got.outcomes == ["trained"] * 4
+
+
+def test_a_derived_role_must_match_its_runs():
+    runs = tuple(dataclasses.replace(TINY, seed=s) for s in (0, 1))
+    with pytest.raises(ValueError, match="derived role 'sgd_from_swa' needs one spec per run"):
+        specs.Case("tiny", "cpu", runs, specs.derived((specs._sgd_from(runs[1]), specs._sgd_from(runs[0]))))
 
 
 def test_missing_dataset_raises_dataset_not_found(tmp_path):
@@ -141,9 +147,9 @@ def test_missing_dataset_raises_dataset_not_found(tmp_path):
 def test_gpu_fixture_skips_without_cuda(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the skip path is not reachable here")
-    from fixtures.av import _load_case
+    from fixtures.trained import load_case
     with pytest.raises(pytest.skip.Exception, match="CUDA not available"):
-        _load_case("gpu", "cifar10-vgg16", ArtifactCache(tmp_path), None)
+        load_case("gpu", "cifar10-vgg16", ArtifactCache(tmp_path), None)
 
 
 # ------------------------------------------------------------------ CLI
@@ -167,7 +173,7 @@ def test_cli_build_reports_missing_data(tmp_path, capsys):
                  "--cache-dir", str(tmp_path / "c"), "--data-dir", str(tmp_path / "data")])
     out = capsys.readouterr().out
     c = specs.case("gpu", "cifar10-vgg16")
-    n_runs = len(c.runs) + len(c.sgd_from)
+    n_runs = len(c.all_specs())
     assert code == 0 and f"{n_runs} skipped-missing-data" in out and "0 trained" in out
 
 
