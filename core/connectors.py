@@ -220,11 +220,13 @@ class Tunnel:
 
 
 def build_tunnel(loss_fn: LossFn, a: Tensor, b: Tensor, *, fractions, config: OptimConfig,
-                 points_per_segment: int) -> Tunnel:
+                 points_per_segment: int, descent_grad: GradFn | None = None) -> Tunnel:
     """Fort §4.2: divide the line A→B ([B, D] each) at `fractions`; at each, put up the (D − 1)-dim
     hyperplane normal to the line, start at its intersection with the line and minimise with projected
     GD/Adam; connect the optimised points by straight segments. The k hyperplanes form one batch.
-    The line is sampled at the same resolution as the tunnel (p points per 1/(k+1) of its length)."""
+    The line is sampled at the same resolution as the tunnel (p points per 1/(k+1) of its length).
+    descent_grad: the gradient the optimiser follows (e.g. a network's mini-batch gradient,
+    core.netloss) when it is not that of loss_fn, which then only evaluates the paths."""
     if a.dim() != 2 or a.shape != b.shape:
         raise ValueError(f"build_tunnel: a {tuple(a.shape)}, b {tuple(b.shape)}; allowed: both [B, D]")
     t = torch.as_tensor(fractions, dtype=a.dtype, device=a.device)
@@ -233,7 +235,9 @@ def build_tunnel(loss_fn: LossFn, a: Tensor, b: Tensor, *, fractions, config: Op
     u = b - a
     u = (u / u.norm(dim=-1, keepdim=True))[:, None, None, :]  # [B, 1, 1, D]: one normal per pair
     start = a[:, None] + t[:, None] * (b - a)[:, None]  # [B, k, D] points on the line
-    points = minimize(loss_fn, start, config, affine_projector(start, u))
+    project = affine_projector(start, u)
+    points = (minimize(loss_fn, start, config, project) if descent_grad is None
+              else descend(descent_grad, start, config, project))
     dev = points - start
     nodes = torch.cat([a[:, None], points, b[:, None]], dim=1)
     line = polyline_losses(loss_fn, torch.stack([a, b], 1), len(t) * (points_per_segment - 1) + points_per_segment)
@@ -286,12 +290,16 @@ def segments_objective(loss_fn: LossFn, points_per_segment: int) -> Objective:
 
 
 def build_connector(loss_fn: LossFn, optima: Tensor, *, objective: Objective, config: OptimConfig,
-                    points_per_segment: int) -> Connector:
+                    points_per_segment: int, descent_grad: GradFn | None = None) -> Connector:
     """Fort §4.3: from the barycentre b of optima [B, m + 1, D], minimise `objective` over the
     (D − m)-dim affine subspace b + span(o_i − b)^⊥ (projected GD/Adam); the connector is the m + 1
-    segments centre → o_i. span(o_i − b) = span(o_i − o_0), i = 1..m, whose QR gives the basis."""
+    segments centre → o_i. span(o_i − b) = span(o_i − o_0), i = 1..m, whose QR gives the basis.
+    descent_grad: the centre's gradient the optimiser follows instead of the objective's (e.g. the
+    centre's mini-batch gradient, core.netloss; the objective is then unused)."""
     hull, normals = _hull_and_normals(optima, "build_connector")
-    centre = minimize(lambda c: objective(c, optima), hull, config, affine_projector(hull, normals))
+    project = affine_projector(hull, normals)
+    centre = (minimize(lambda c: objective(c, optima), hull, config, project) if descent_grad is None
+              else descend(descent_grad, hull, config, project))
     return _connector(loss_fn, optima, hull, normals, centre, points_per_segment)
 
 

@@ -1,0 +1,161 @@
+"""Fort & Jastrzebski 2019 ("Large Scale Structure of Neural Network Loss Landscapes") — tunnels and
+m-connectors between independently initialised optima of real networks.
+
+LS-5 §4.2, Figs. 1, 3: "the linear path between independently initialised optima crosses a high-loss
+     wall", while the tunnel built on hyperplanes normal to it "is a low-loss point itself" everywhere.
+     Per pair: success iff the linear barrier > τ_high and the tunnel barrier ≤ τ_low_abs + τ_low_rel ×
+     mean endpoint train loss (barrier = max train loss along the path − mean of its endpoints', at 41
+     points per segment, so a tunnel low only at its optimised points fails). Existence: replicated iff
+     the Clopper–Pearson lower bound of the success rate > 0.5 (α_i = 0.05/16), refuted iff its upper
+     bound < 0.5. 10 disjoint pairs.
+LS-6 §4.2, Fig. 3 (middle, right): along the tunnel the deviations from the line cluster by half, and
+     the predicted labels change on one half and stay on the other. Per pair: aligned iff the mean
+     within-half cosine > cos_in in both halves and the mean cross-half |cosine| < cos_cross; labels iff
+     ≥ 80% of the change of test-label agreement with the far endpoint happens on one half (the pair
+     oriented so that A's half carries more of it). Intersection–union of two existence tests (α 0.05).
+LS-7 §4.3: "low-loss m-connectors join m + 1 independently initialised optima, up to m = 10." Per set:
+     success iff the connector's barrier (max over its m + 1 segments centre → optimum) ≤ τ_low. Per
+     m ∈ {2, 5, 10} existence over 10 disjoint sets; intersection–union over m.
+
+cpu tier (registry 2026-12-01, reports/ls-cpu-tier-study.md): a pool of 110 independently initialised
+40-128-128-10 tanh MLPs, constant-lr Adam on 1,000 MNIST-1D rows (fixtures/ls.py); hyperplane points and
+centres by projected Adam on mini-batch gradients (core/connectors.py, core/netloss.py). Negative
+controls, which must not come out replicated: the same evaluation with the hyperplane points or the
+centres NOT optimised (the straight line posing as a tunnel; the barycentre as the centre).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.harness import check_claim, check_control, claim_of
+from core.plots import cosine_matrix
+from core.plots_ls import connector_barriers, label_agreement, line_vs_tunnel
+
+pytestmark = pytest.mark.cpu
+TIER = "cpu"
+CASE = "mnist1d-mlp-tanh pool"
+
+
+# ---------------------------------------------------------------- per-pair and per-set numbers
+def _tau_low(claim, end_losses: torch.Tensor) -> torch.Tensor:
+    """τ_low_abs + τ_low_rel × mean endpoint train loss, per unit ([U, E] -> [U])."""
+    st = claim.settings
+    return float(st["tau_low_abs"]) + float(st["tau_low_rel"]) * end_losses.double().mean(-1)
+
+
+def _excluded(art: dict, key: str) -> list[str]:
+    return [f"{key} {k}: {s} — no evidence either way (dropped, counted)"
+            for k, s in enumerate(art.get(f"{key}_status", [])) if s != "ok"]
+
+
+def _ls5(art: dict) -> tuple[list[bool], dict]:
+    """Per pair: the LS-5 success and its columns."""
+    claim = claim_of("LS-5")
+    lin, tun = art["linear_barrier"].double(), art["tunnel_barrier"].double()
+    low = _tau_low(claim, art["end_losses"])
+    ok = ((lin > float(claim.settings["tau_high"])) & (tun <= low)).tolist()
+    return ok, {"success": [float(o) for o in ok], "linear_barrier": lin.tolist(), "tunnel_barrier": tun.tolist(),
+                "tau_low": low.tolist(), "endpoint_mean_loss": art["end_losses"].double().mean(-1).tolist(),
+                "tunnel_max_loss": art["tunnel_losses"].double().amax(-1).tolist(),
+                "distance": art["distance"].double().tolist(), "pair": [float(k) for k in art["kept"]]}
+
+
+def _label_share(art: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pair: the share of the change of agreement with the far endpoint that happens on the near
+    half, in the orientation where that share is larger, and the total change 1 − agree(A, B)."""
+    t, a, b = art["t"], art["agree_a"].double(), art["agree_b"].double()
+    mid = int(torch.argmin((t - 0.5).abs()))
+    total = 1.0 - b[:, 0]  # agreement with B rises from agree(A, B) at A to 1 at B
+    share_ab = (b[:, mid] - b[:, 0]) / total.clamp_min(1e-12)
+    share_ba = (a[:, mid] - a[:, -1]) / total.clamp_min(1e-12)
+    return torch.maximum(share_ab, share_ba), total
+
+
+def _ls6(art: dict) -> tuple[dict, dict]:
+    st = claim_of("LS-6").settings
+    w1, w2, x = art["within_first"].double(), art["within_second"].double(), art["across"].double()
+    aligned = (w1 > float(st["cos_in"])) & (w2 > float(st["cos_in"])) & (x < float(st["cos_cross"]))
+    share, total = _label_share(art)
+    labels = (share >= float(st["label_change_share"])) & (total >= float(st["min_total_change"]))
+    data = {"aligned": {"successes": aligned.tolist()}, "labels": {"successes": labels.tolist()}}
+    return data, {"aligned": aligned.double().tolist(), "labels": labels.double().tolist(),
+                  "within_first_half": w1.tolist(), "within_second_half": w2.tolist(), "across_halves": x.tolist(),
+                  "label_change_share": share.tolist(), "label_total_change": total.tolist(),
+                  "pair": [float(k) for k in art["kept"]]}
+
+
+def _ls7(runs: dict, *, control: bool = False) -> tuple[dict, dict, dict, list[str]]:
+    """Per m: successes, per-set columns, the barriers and τ_low for the figure, and exclusion flags."""
+    claim = claim_of("LS-7")
+    data, cols, fig, flags = {}, {}, {}, []
+    for m in claim.settings["m_grid"]:
+        art = runs[f"connector {'control: ' if control else ''}m={m}"]
+        low = _tau_low(claim, art["end_losses"])
+        ok = (art["barrier"].double() <= low).tolist()
+        data[f"m_{m}"] = {"successes": ok}
+        cols |= {f"m={m} success": [float(o) for o in ok], f"m={m} barrier": art["barrier"].double().tolist(),
+                 f"m={m} tau_low": low.tolist(), f"m={m} centre loss": art["centre_loss"].double().tolist(),
+                 f"m={m} barycentre loss": art["hull_loss"].double().tolist()}
+        fig[m] = (art["barrier"].double().tolist(), low.tolist())
+        flags += [f"m={m} " + f for f in _excluded(art, "set")]
+    return data, cols, fig, flags
+
+
+# ---------------------------------------------------------------- the claims
+def test_ls5_tunnel_through_the_linear_wall(request, ls_runs, figure_dir):
+    art = ls_runs(TIER)["tunnel claim"]
+    ok, cols = _ls5(art)
+    check_claim(request, "LS-5", tier=TIER, case=CASE, data={"successes": ok}, per_seed=cols,
+                flags=_excluded(art, "pair"), figures=_ls5_figures(figure_dir, art))
+
+
+def test_ls5_control_unoptimised_tunnel(request, ls_runs):
+    """The hyperplane points left on the line: the 'tunnel' is the linear path and crosses its wall."""
+    ok, cols = _ls5(ls_runs(TIER)["tunnel control"])
+    check_control(request, "LS-5", tier=TIER, case=f"control: hyperplane points not optimised ({CASE})",
+                  data={"successes": ok}, per_seed=cols)
+
+
+def test_ls6_tunnel_halves_and_labels(request, ls_runs, figure_dir):
+    art = ls_runs(TIER)["tunnel claim"]
+    data, cols = _ls6(art)
+    check_claim(request, "LS-6", tier=TIER, case=CASE, data=data, per_seed=cols, flags=_excluded(art, "pair"),
+                figures=_ls6_figures(figure_dir, art))
+
+
+def test_ls6_control_unoptimised_tunnel(request, ls_runs):
+    """The straight line posing as a tunnel: its 'deviations' are zero, so they cannot cluster by half."""
+    data, cols = _ls6(ls_runs(TIER)["tunnel control"])
+    check_control(request, "LS-6", tier=TIER, case=f"control: hyperplane points not optimised ({CASE})",
+                  data=data, per_seed=cols)
+
+
+def test_ls7_low_loss_m_connectors(request, ls_runs, figure_dir):
+    data, cols, fig, flags = _ls7(ls_runs(TIER))
+    path = figure_dir / f"LS-7_{TIER}_barriers.png"
+    check_claim(request, "LS-7", tier=TIER, case=CASE, data=data, per_seed=cols, flags=flags,
+                figures=[connector_barriers(path, {m: v[0] for m, v in fig.items()}, {m: v[1] for m, v in fig.items()},
+                                            title=f"LS-7 {CASE}: m-connector barriers per set vs τ_low")])
+
+
+def test_ls7_control_unoptimised_centre(request, ls_runs):
+    """The centre left at the barycentre of the optima (not optimised): the connector crosses the walls."""
+    data, cols, _, _ = _ls7(ls_runs(TIER), control=True)
+    check_control(request, "LS-7", tier=TIER, case=f"control: centre not optimised ({CASE})", data=data,
+                  per_seed=cols)
+
+
+# ---------------------------------------------------------------- figures (descriptive)
+def _ls5_figures(figure_dir, art) -> list:
+    return [line_vs_tunnel(figure_dir / f"LS-5_{TIER}_paths.png", art["t"].numpy(), art["linear_losses"].numpy(),
+                           art["tunnel_losses"].numpy(), tau_high=float(claim_of("LS-5").settings["tau_high"]),
+                           title=f"LS-5 {CASE}: train loss along the line and the tunnel, per pair")]
+
+
+def _ls6_figures(figure_dir, art) -> list:
+    return [cosine_matrix(figure_dir / f"LS-6_{TIER}_cosines.png", np.asarray(art["cos"][0]),
+                          title=f"LS-6 {CASE}, pair 0: cosines between the tunnel points' deviations"),
+            label_agreement(figure_dir / f"LS-6_{TIER}_labels.png", art["t"].numpy(), art["agree_a"].numpy(),
+                            art["agree_b"].numpy(), title=f"LS-6 {CASE}: test-label agreement along the tunnel")]

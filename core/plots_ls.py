@@ -1,0 +1,59 @@
+"""Large-Scale-Structure figures on networks (Fort & Jastrzebski 2019, Figs. 1, 3, 4): they take computed
+arrays and never compute."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from core.plots import COLORS, new_figure, save
+
+__all__ = ["line_vs_tunnel", "label_agreement", "connector_barriers"]
+
+
+def line_vs_tunnel(path, t: np.ndarray, linear: np.ndarray, tunnel: np.ndarray, *, tau_high: float,
+                   title="Train loss along the line and the tunnel (Figs. 1, 3 left)") -> Path:
+    """Per pair (rows of linear/tunnel [P, T]) the train loss along the straight line A→B and along the
+    hyperplane tunnel, t the position; thin lines per pair, the median thick; the wall threshold
+    above the endpoints' mean is drawn for the median pair."""
+    fig, ax = new_figure(title, "position t along A → B", "train loss (nats)")
+    for name, rows, color in (("linear path", linear, COLORS["sharp"]), ("tunnel", tunnel, COLORS["a"])):
+        rows = np.atleast_2d(np.asarray(rows, dtype=float))
+        for row in rows:
+            ax.plot(t, row, color=color, lw=0.5, alpha=0.35)
+        ax.plot(t, np.median(rows, axis=0), color=color, lw=2, label=f"{name} (median of {len(rows)} pairs)")
+    ends = 0.5 * (np.median(np.asarray(linear)[:, 0]) + np.median(np.asarray(linear)[:, -1]))
+    ax.axhline(ends + tau_high, color=COLORS["ref"], ls=":", lw=1, label="endpoints + τ_high")
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def label_agreement(path, t: np.ndarray, agree_a: np.ndarray, agree_b: np.ndarray, *,
+                    title="Test-label agreement along the tunnel (Fig. 3 right)") -> Path:
+    """Per pair, the fraction of test inputs whose predicted label equals endpoint A's and endpoint B's
+    at every tunnel point; the halves are split at t = ½."""
+    fig, ax = new_figure(title, "position t along the tunnel A → B", "agreement with the endpoint's labels")
+    for name, rows, color in (("with A", agree_a, COLORS["a"]), ("with B", agree_b, COLORS["b"])):
+        rows = np.atleast_2d(np.asarray(rows, dtype=float))
+        for row in rows:
+            ax.plot(t, row, color=color, lw=0.5, alpha=0.35)
+        ax.plot(t, np.median(rows, axis=0), color=color, lw=2, label=f"{name} (median)")
+    ax.axvline(0.5, color=COLORS["ref"], ls=":", lw=1)
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def connector_barriers(path, by_m: dict[int, Sequence[float]], low: dict[int, Sequence[float]], *,
+                       title="m-connector barriers (§4.3)") -> Path:
+    """Per m, each set's connector barrier (max over its segments) against its τ_low (a connector below
+    its own τ_low is low-loss); log y."""
+    fig, ax = new_figure(title, "m (the connector joins m + 1 optima)", "barrier (nats)")
+    for k, (m, vals) in enumerate(by_m.items()):
+        x = np.full(len(vals), float(m)) + np.linspace(-0.15, 0.15, len(vals))
+        ax.plot(x, vals, "o", color=COLORS["a"], ms=4, label="connector barrier" if k == 0 else None)
+        ax.plot(x, low[m], "_", color=COLORS["sharp"], ms=10, label="its τ_low" if k == 0 else None)
+    ax.set_yscale("log")
+    ax.set_xticks(list(by_m), [str(m) for m in by_m])
+    ax.legend(fontsize=8)
+    return save(fig, path)
