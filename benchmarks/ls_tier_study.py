@@ -325,6 +325,8 @@ def extrapolate(rec: dict, steps: int, lean: bool = False) -> dict:
 
 def report(path: str, steps_list=(1000, 2000, 4000)) -> str:
     recs = [r for r in map(json.loads, open(path)) if "candidate" in r]  # sweep records: `report_sweep`
+    if not recs:
+        return ""
     f = lambda x: f"{x:.2f}"  # noqa: E731
     rng = lambda xs: f"{min(xs):.2f}–{max(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"  # noqa: E731
     lines = ["| candidate | N | D | step | train acc | train loss | test acc | linear barrier (pairs) | end loss |",
