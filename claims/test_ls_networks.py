@@ -17,11 +17,18 @@ LS-7 §4.3: "low-loss m-connectors join m + 1 independently initialised optima, 
      success iff the connector's barrier (max over its m + 1 segments centre → optimum) ≤ τ_low. Per
      m ∈ {2, 5, 10} existence over 10 disjoint sets; intersection–union over m.
 
+LS-8 §4.3, Fig. 4: "there are more short directions in the middle of a connector than at its endpoints,
+     and more for larger m." Per connector (m = 1: the tunnel's midpoint; m = 2, 5, 10: the centre; 5 each):
+     count = #{top-60 Hessian eigenvalues > 0.1 × mean λ_max over its optima}. Intersection–union of a
+     sign test on the median connector of centre count − mean endpoint count (> 0) and an exact
+     Spearman trend of the centre count on m (increasing), α 0.05.
+
 cpu tier (registry 2026-12-01, reports/ls-cpu-tier-study.md): a pool of 110 independently initialised
 40-128-128-10 tanh MLPs, constant-lr Adam on 1,000 MNIST-1D rows (fixtures/ls.py); hyperplane points and
 centres by projected Adam on mini-batch gradients (core/connectors.py, core/netloss.py). Negative
 controls, which must not come out replicated: the same evaluation with the hyperplane points or the
-centres NOT optimised (the straight line posing as a tunnel; the barycentre as the centre).
+centres NOT optimised (the straight line posing as a tunnel; the barycentre as the centre); for LS-8 the
+middle replaced by one of the connector's own optima (a point with the endpoints' curvature).
 """
 from __future__ import annotations
 
@@ -31,7 +38,7 @@ import torch
 
 from core.harness import check_claim, check_control, claim_of
 from core.plots import cosine_matrix
-from core.plots_ls import connector_barriers, label_agreement, line_vs_tunnel
+from core.plots_ls import connector_barriers, label_agreement, line_vs_tunnel, short_directions
 
 pytestmark = pytest.mark.cpu
 TIER = "cpu"
@@ -103,6 +110,28 @@ def _ls7(runs: dict, *, control: bool = False) -> tuple[dict, dict, dict, list[s
     return data, cols, fig, flags
 
 
+def _ls8(art: dict, *, control: bool = False) -> tuple[dict, dict, list[str]]:
+    """Per connector: the centre's and the mean endpoint's count of eigenvalues above fraction × mean
+    λ_max over its optima (control: the middle replaced by the set's first optimum)."""
+    st = claim_of("LS-8").settings
+    k, frac = int(st["lanczos_k"]), float(st["fraction"])
+    ms, mid, ends, flags = [], [], [], []
+    for u in art["units"]:
+        thr = frac * float(u["ends"][:, 0].mean())
+        lam, res = (u["ends"][0], u["end_residuals"][0]) if control else (u["middle"], u["middle_residuals"])
+        c_mid, c_ends = int((lam > thr).sum()), (u["ends"] > thr).sum(-1).double()
+        ms.append(float(u["m"]))
+        mid.append(float(c_mid))
+        ends.append(float(c_ends.mean()))
+        if c_mid == k or bool((c_ends == k).any()):
+            flags.append(f"m={u['m']} set {u['index']}: a count equals lanczos_k = {k} (censored)")
+        if bool(((res > 0.01) & (lam > thr)).any()):
+            flags.append(f"m={u['m']} set {u['index']}: an eigenvalue above the threshold is unconverged (count may read low)")
+    data = {"middle_vs_endpoints": {"a": mid, "b": ends}, "increasing_with_m": {"x": ms, "y": mid}}
+    return data, {"m": ms, "middle_count": mid, "mean_endpoint_count": ends,
+                  "difference": [a - b for a, b in zip(mid, ends)]}, flags
+
+
 # ---------------------------------------------------------------- the claims
 def test_ls5_tunnel_through_the_linear_wall(request, ls_runs, figure_dir):
     art = ls_runs(TIER)["tunnel claim"]
@@ -147,6 +176,19 @@ def test_ls7_control_unoptimised_centre(request, ls_runs):
                   per_seed=cols)
 
 
+def test_ls8_more_short_directions_mid_connector(request, ls_runs, figure_dir):
+    data, cols, flags = _ls8(ls_runs(TIER)["spectra"])
+    check_claim(request, "LS-8", tier=TIER, case=CASE, data=data, per_seed=cols, flags=flags,
+                figures=[_ls8_figure(figure_dir, cols)])
+
+
+def test_ls8_control_middle_is_an_optimum(request, ls_runs):
+    """The middle replaced by one of the set's own optima: no excess of short directions by construction."""
+    data, cols, _ = _ls8(ls_runs(TIER)["spectra"], control=True)
+    check_control(request, "LS-8", tier=TIER, case=f"control: middle replaced by an optimum ({CASE})",
+                  data=data, per_seed=cols)
+
+
 # ---------------------------------------------------------------- figures (descriptive)
 def _ls5_figures(figure_dir, art) -> list:
     return [line_vs_tunnel(figure_dir / f"LS-5_{TIER}_paths.png", art["t"].numpy(), art["linear_losses"].numpy(),
@@ -159,3 +201,11 @@ def _ls6_figures(figure_dir, art) -> list:
                           title=f"LS-6 {CASE}, pair 0: cosines between the tunnel points' deviations"),
             label_agreement(figure_dir / f"LS-6_{TIER}_labels.png", art["t"].numpy(), art["agree_a"].numpy(),
                             art["agree_b"].numpy(), title=f"LS-6 {CASE}: test-label agreement along the tunnel")]
+
+
+def _ls8_figure(figure_dir, cols) -> str:
+    by_m: dict[float, list] = {}
+    for m, a, b in zip(cols["m"], cols["middle_count"], cols["mean_endpoint_count"]):
+        by_m.setdefault(m, []).append((a, b))
+    return short_directions(figure_dir / f"LS-8_{TIER}_short_directions.png", by_m,
+                            title=f"LS-8 {CASE}: short directions mid-connector vs at its optima (Fig. 4)")

@@ -9,7 +9,7 @@ import numpy as np
 
 from core.plots import COLORS, new_figure, save
 
-__all__ = ["line_vs_tunnel", "label_agreement", "connector_barriers"]
+__all__ = ["line_vs_tunnel", "label_agreement", "connector_barriers", "short_directions"]
 
 
 def line_vs_tunnel(path, t: np.ndarray, linear: np.ndarray, tunnel: np.ndarray, *, tau_high: float,
@@ -55,5 +55,22 @@ def connector_barriers(path, by_m: dict[int, Sequence[float]], low: dict[int, Se
         ax.plot(x, low[m], "_", color=COLORS["sharp"], ms=10, label="its τ_low" if k == 0 else None)
     ax.set_yscale("log")
     ax.set_xticks(list(by_m), [str(m) for m in by_m])
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def short_directions(path, by_m: dict[float, Sequence[tuple[float, float]]], *,
+                     title="Short directions vs position and m (Fig. 4)") -> Path:
+    """Per m, each connector's count of eigenvalues above the threshold at its middle (filled) and the
+    mean count at its optima (open), joined per connector."""
+    fig, ax = new_figure(title, "m (m = 1: the tunnel's midpoint)", "eigenvalues above 0.1 × λ_max of the optima")
+    for k, (m, pairs) in enumerate(sorted(by_m.items())):
+        x = np.full(len(pairs), float(m)) + np.linspace(-0.15, 0.15, len(pairs))
+        mid, ends = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+        for xi, a, b in zip(x, mid, ends):
+            ax.plot([xi, xi], [b, a], color=COLORS["ref"], lw=0.6)
+        ax.plot(x, mid, "o", color=COLORS["a"], ms=5, label="middle of the connector" if k == 0 else None)
+        ax.plot(x, ends, "o", mfc="none", color=COLORS["b"], ms=5, label="its optima (mean)" if k == 0 else None)
+    ax.set_xticks(sorted(by_m), [f"{m:g}" for m in sorted(by_m)])
     ax.legend(fontsize=8)
     return save(fig, path)
