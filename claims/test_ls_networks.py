@@ -191,8 +191,10 @@ def test_ls8_control_middle_is_an_optimum(request, ls_runs):
 
 # ---------------------------------------------------------------- figures (descriptive)
 def _ls5_figures(figure_dir, art) -> list:
+    tau_low = float(_tau_low(claim_of("LS-5"), art["end_losses"]).median())
     return [line_vs_tunnel(figure_dir / f"LS-5_{TIER}_paths.png", art["t"].numpy(), art["linear_losses"].numpy(),
                            art["tunnel_losses"].numpy(), tau_high=float(claim_of("LS-5").settings["tau_high"]),
+                           tau_low=tau_low,
                            title=f"LS-5 {CASE}: train loss along the line and the tunnel, per pair")]
 
 

@@ -13,10 +13,12 @@ __all__ = ["line_vs_tunnel", "label_agreement", "connector_barriers", "short_dir
 
 
 def line_vs_tunnel(path, t: np.ndarray, linear: np.ndarray, tunnel: np.ndarray, *, tau_high: float,
+                   tau_low: float | None = None,
                    title="Train loss along the line and the tunnel (Figs. 1, 3 left)") -> Path:
     """Per pair (rows of linear/tunnel [P, T]) the train loss along the straight line A→B and along the
-    hyperplane tunnel, t the position; thin lines per pair, the median thick; the wall threshold
-    above the endpoints' mean is drawn for the median pair."""
+    hyperplane tunnel, t the position; thin lines per pair, the median thick; the wall threshold and
+    the low-path threshold (median pair's τ_low) above the endpoints' mean, on a log y-axis so that
+    both are readable."""
     fig, ax = new_figure(title, "position t along A → B", "train loss (nats)")
     for name, rows, color in (("linear path", linear, COLORS["sharp"]), ("tunnel", tunnel, COLORS["a"])):
         rows = np.atleast_2d(np.asarray(rows, dtype=float))
@@ -24,7 +26,10 @@ def line_vs_tunnel(path, t: np.ndarray, linear: np.ndarray, tunnel: np.ndarray, 
             ax.plot(t, row, color=color, lw=0.5, alpha=0.35)
         ax.plot(t, np.median(rows, axis=0), color=color, lw=2, label=f"{name} (median of {len(rows)} pairs)")
     ends = 0.5 * (np.median(np.asarray(linear)[:, 0]) + np.median(np.asarray(linear)[:, -1]))
-    ax.axhline(ends + tau_high, color=COLORS["ref"], ls=":", lw=1, label="endpoints + τ_high")
+    ax.axhline(ends + tau_high, color=COLORS["ref"], ls=":", lw=1, label="endpoints + τ_high (a wall is above)")
+    if tau_low is not None:
+        ax.axhline(ends + tau_low, color=COLORS["flat"], ls="--", lw=1, label="endpoints + τ_low (a low path stays below)")
+    ax.set_yscale("log")
     ax.legend(fontsize=8)
     return save(fig, path)
 
