@@ -51,7 +51,7 @@ from torch import Tensor
 __all__ = ["Connector", "GradFn", "LossFn", "OptimConfig", "Scratch", "Tunnel", "affine_projector", "barrier",
            "build_connector", "build_connectors", "build_connectors_split", "build_tunnel",
            "centre_objective", "cosine_matrix", "descend", "half_alignment", "minimize",
-           "minimize_in_subspace", "polyline_losses", "random_gaussian_rows", "random_orthonormal",
+           "minimize_in_subspace", "polyline_losses", "polyline_points", "random_gaussian_rows", "random_orthonormal",
            "random_subspaces", "segments_grad", "segments_objective"]
 
 LossFn = Callable[[Tensor], Tensor]  # [..., D] -> [...], batched over every leading dim
@@ -195,10 +195,20 @@ def polyline_losses(loss_fn: LossFn, nodes: Tensor, points_per_segment: int) -> 
     per segment (ends included, shared nodes once) -> [..., (K − 1)(p − 1) + 1]."""
     if points_per_segment < 2:
         raise ValueError(f"polyline_losses: points_per_segment={points_per_segment}; allowed >= 2")
-    t = torch.linspace(0, 1, points_per_segment, dtype=nodes.dtype, device=nodes.device)[:-1, None]
+    return torch.cat([loss_fn(_segment_points(nodes, points_per_segment)), loss_fn(nodes[..., -1:, :])], dim=-1)
+
+
+def polyline_points(nodes: Tensor, points_per_segment: int) -> Tensor:
+    """The points `polyline_losses` evaluates, [..., (K − 1)(p − 1) + 1, D] (ends included, shared nodes once)."""
+    return torch.cat([_segment_points(nodes, points_per_segment), nodes[..., -1:, :]], dim=-2)
+
+
+def _segment_points(nodes: Tensor, p: int) -> Tensor:
+    """p − 1 evenly spaced points per segment of the polyline nodes [..., K, D], each segment's start
+    included and its end left to the next: [..., (K − 1)(p − 1), D]."""
+    t = torch.linspace(0, 1, p, dtype=nodes.dtype, device=nodes.device)[:-1, None]
     a, b = nodes[..., :-1, None, :], nodes[..., 1:, None, :]
-    pts = (a + t * (b - a)).flatten(-3, -2)
-    return torch.cat([loss_fn(pts), loss_fn(nodes[..., -1:, :])], dim=-1)
+    return (a + t * (b - a)).flatten(-3, -2)
 
 
 def barrier(losses: Tensor) -> Tensor:
@@ -219,14 +229,25 @@ class Tunnel:
     tunnel_losses: Tensor  # [B, (k + 1)(p − 1) + 1] loss along A → points → B
 
 
-def build_tunnel(loss_fn: LossFn, a: Tensor, b: Tensor, *, fractions, config: OptimConfig,
+def _optimise(loss_fn: LossFn, x0: Tensor, config: OptimConfig | None, project, descent_grad: GradFn | None) -> Tensor:
+    """Projected descent from x0 on loss_fn's autograd gradient, or on `descent_grad` when given;
+    config None: no optimisation (x0 itself: the unoptimised controls of the LS claims)."""
+    if config is None:
+        return x0.detach().clone()
+    if descent_grad is None:
+        return minimize(loss_fn, x0, config, project)
+    return descend(descent_grad, x0, config, project)
+
+
+def build_tunnel(loss_fn: LossFn, a: Tensor, b: Tensor, *, fractions, config: OptimConfig | None,
                  points_per_segment: int, descent_grad: GradFn | None = None) -> Tunnel:
     """Fort §4.2: divide the line A→B ([B, D] each) at `fractions`; at each, put up the (D − 1)-dim
     hyperplane normal to the line, start at its intersection with the line and minimise with projected
     GD/Adam; connect the optimised points by straight segments. The k hyperplanes form one batch.
     The line is sampled at the same resolution as the tunnel (p points per 1/(k+1) of its length).
     descent_grad: the gradient the optimiser follows (e.g. a network's mini-batch gradient,
-    core.netloss) when it is not that of loss_fn, which then only evaluates the paths."""
+    core.netloss) when it is not that of loss_fn, which then only evaluates the paths. config None:
+    the points stay where they start, on the line (a control)."""
     if a.dim() != 2 or a.shape != b.shape:
         raise ValueError(f"build_tunnel: a {tuple(a.shape)}, b {tuple(b.shape)}; allowed: both [B, D]")
     t = torch.as_tensor(fractions, dtype=a.dtype, device=a.device)
@@ -235,9 +256,7 @@ def build_tunnel(loss_fn: LossFn, a: Tensor, b: Tensor, *, fractions, config: Op
     u = b - a
     u = (u / u.norm(dim=-1, keepdim=True))[:, None, None, :]  # [B, 1, 1, D]: one normal per pair
     start = a[:, None] + t[:, None] * (b - a)[:, None]  # [B, k, D] points on the line
-    project = affine_projector(start, u)
-    points = (minimize(loss_fn, start, config, project) if descent_grad is None
-              else descend(descent_grad, start, config, project))
+    points = _optimise(loss_fn, start, config, affine_projector(start, u), descent_grad)
     dev = points - start
     nodes = torch.cat([a[:, None], points, b[:, None]], dim=1)
     line = polyline_losses(loss_fn, torch.stack([a, b], 1), len(t) * (points_per_segment - 1) + points_per_segment)
@@ -289,17 +308,16 @@ def segments_objective(loss_fn: LossFn, points_per_segment: int) -> Objective:
         loss_fn, torch.stack([centre[:, None].expand_as(optima), optima], 2), points_per_segment).mean((-1, -2))
 
 
-def build_connector(loss_fn: LossFn, optima: Tensor, *, objective: Objective, config: OptimConfig,
+def build_connector(loss_fn: LossFn, optima: Tensor, *, objective: Objective | None, config: OptimConfig | None,
                     points_per_segment: int, descent_grad: GradFn | None = None) -> Connector:
     """Fort §4.3: from the barycentre b of optima [B, m + 1, D], minimise `objective` over the
     (D − m)-dim affine subspace b + span(o_i − b)^⊥ (projected GD/Adam); the connector is the m + 1
     segments centre → o_i. span(o_i − b) = span(o_i − o_0), i = 1..m, whose QR gives the basis.
     descent_grad: the centre's gradient the optimiser follows instead of the objective's (e.g. the
-    centre's mini-batch gradient, core.netloss; the objective is then unused)."""
+    centre's mini-batch gradient, core.netloss; the objective is then unused). config None: the centre
+    stays at the barycentre (a control)."""
     hull, normals = _hull_and_normals(optima, "build_connector")
-    project = affine_projector(hull, normals)
-    centre = (minimize(lambda c: objective(c, optima), hull, config, project) if descent_grad is None
-              else descend(descent_grad, hull, config, project))
+    centre = _optimise(lambda c: objective(c, optima), hull, config, affine_projector(hull, normals), descent_grad)
     return _connector(loss_fn, optima, hull, normals, centre, points_per_segment)
 
 

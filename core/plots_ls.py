@@ -12,6 +12,14 @@ from core.plots import COLORS, new_figure, save
 __all__ = ["line_vs_tunnel", "label_agreement", "connector_barriers", "short_directions"]
 
 
+def _per_pair(ax, t, rows, color: str, label: str) -> None:
+    """One thin line per pair (rows [P, T]) and their median thick, labelled (`{n}`: the number of pairs)."""
+    rows = np.atleast_2d(np.asarray(rows, dtype=float))
+    for row in rows:
+        ax.plot(t, row, color=color, lw=0.5, alpha=0.35)
+    ax.plot(t, np.median(rows, axis=0), color=color, lw=2, label=label.format(n=len(rows)))
+
+
 def line_vs_tunnel(path, t: np.ndarray, linear: np.ndarray, tunnel: np.ndarray, *, tau_high: float,
                    tau_low: float | None = None,
                    title="Train loss along the line and the tunnel (Figs. 1, 3 left)") -> Path:
@@ -20,11 +28,8 @@ def line_vs_tunnel(path, t: np.ndarray, linear: np.ndarray, tunnel: np.ndarray, 
     the low-path threshold (median pair's τ_low) above the endpoints' mean, on a log y-axis so that
     both are readable."""
     fig, ax = new_figure(title, "position t along A → B", "train loss (nats)")
-    for name, rows, color in (("linear path", linear, COLORS["sharp"]), ("tunnel", tunnel, COLORS["a"])):
-        rows = np.atleast_2d(np.asarray(rows, dtype=float))
-        for row in rows:
-            ax.plot(t, row, color=color, lw=0.5, alpha=0.35)
-        ax.plot(t, np.median(rows, axis=0), color=color, lw=2, label=f"{name} (median of {len(rows)} pairs)")
+    _per_pair(ax, t, linear, COLORS["sharp"], "linear path (median of {n} pairs)")
+    _per_pair(ax, t, tunnel, COLORS["a"], "tunnel (median of {n} pairs)")
     ends = 0.5 * (np.median(np.asarray(linear)[:, 0]) + np.median(np.asarray(linear)[:, -1]))
     ax.axhline(ends + tau_high, color=COLORS["ref"], ls=":", lw=1, label="endpoints + τ_high (a wall is above)")
     if tau_low is not None:
@@ -39,11 +44,8 @@ def label_agreement(path, t: np.ndarray, agree_a: np.ndarray, agree_b: np.ndarra
     """Per pair, the fraction of test inputs whose predicted label equals endpoint A's and endpoint B's
     at every tunnel point; the halves are split at t = ½."""
     fig, ax = new_figure(title, "position t along the tunnel A → B", "agreement with the endpoint's labels")
-    for name, rows, color in (("with A", agree_a, COLORS["a"]), ("with B", agree_b, COLORS["b"])):
-        rows = np.atleast_2d(np.asarray(rows, dtype=float))
-        for row in rows:
-            ax.plot(t, row, color=color, lw=0.5, alpha=0.35)
-        ax.plot(t, np.median(rows, axis=0), color=color, lw=2, label=f"{name} (median)")
+    _per_pair(ax, t, agree_a, COLORS["a"], "with A (median)")
+    _per_pair(ax, t, agree_b, COLORS["b"], "with B (median)")
     ax.axvline(0.5, color=COLORS["ref"], ls=":", lw=1)
     ax.legend(fontsize=8)
     return save(fig, path)
