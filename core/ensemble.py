@@ -15,6 +15,10 @@ so the seeds are trained together:
   default β₁ = 0.9, β₂ = 0.999, ε = 1e-8 and coupled L2 (g_s ← g_s + c·θ_s), at step t = 1, 2, …
       m_s ← β₁m_s + (1 − β₁)g_s,   v_s ← β₂v_s + (1 − β₂)g_s²
       θ_s ← θ_s − (η/(1 − β₁ᵗ))·m_s / (√v_s/√(1 − β₂ᵗ) + ε)      (ε outside the root, as torch).
+  With `cycle_steps` = C the lr restarts every C steps and decays by a cosine in between (Fort §4.5's
+  cyclic snapshots; torch's CosineAnnealingWarmRestarts stepped per batch). A model with nn.Dropout
+  trains with its own mask per seed (vmap randomness="different", the global RNG forked and seeded
+  with `dropout_seed`) and is measured with dropout off.
   Every seed keeps its own initialisation (`build_model(seed=s)`) and its own batch order (a
   torch.Generator per seed, one permutation per epoch), so the seeds stay independent replicates; the
   stacking only shares kernel launches (10 cpu-tier MLPs at batch 32: ≈ 3× faster per seed-step than
@@ -31,6 +35,7 @@ At pre-registered global step indices (`checkpoints`, 0 = initialisation) each s
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -44,7 +49,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from core.cache import KEY_IF_SET
 from core.hessian import CRITERIA, LanczosConfig, hvp_operator, lanczos, loss_fn, per_row_loss
 
-__all__ = ["EnsembleConfig", "train_ensemble", "budget_epochs", "checkpoint_steps", "seed_params", "stacked_grads",
+__all__ = ["EnsembleConfig", "step_lr", "train_ensemble", "budget_epochs", "checkpoint_steps", "seed_params", "stacked_grads",
            "check_labels"]
 
 
@@ -71,6 +76,12 @@ class EnsembleConfig:
     keep_params: bool = field(default=False, metadata=KEY_IF_SET)
     # "sgd" (momentum above) | "adam" (torch.optim.Adam, ADAM_BETAS, ADAM_EPS); keyed only when set
     optimizer: str = field(default="sgd", metadata=KEY_IF_SET)
+    # C > 0: cosine restarts, η_t = η·½(1 + cos(π·((t − 1) mod C)/C)) at 1-based step t, so every cycle of
+    # C steps starts at η and decays towards 0 (Fort §4.5's cyclic snapshots); 0 = constant η. Keyed when set
+    cycle_steps: int = field(default=0, metadata=KEY_IF_SET)
+    # global torch seed of the dropout masks, drawn per seed by vmap(randomness="different") inside a
+    # forked RNG (only models with an active nn.Dropout draw any); keyed only when set
+    dropout_seed: int = field(default=0, metadata=KEY_IF_SET)
 
     def __post_init__(self):
         _require(self.lr > 0 and math.isfinite(self.lr), f"lr={self.lr!r}; allowed: a finite lr > 0")
@@ -85,6 +96,8 @@ class EnsembleConfig:
         _require(self.criterion in CRITERIA, f"criterion={self.criterion!r}; allowed: {', '.join(CRITERIA)}")
         _require(self.top_k >= 1 and self.lanczos_max_iter >= self.top_k,
                  f"top_k={self.top_k!r}, lanczos_max_iter={self.lanczos_max_iter!r}; allowed: 1 <= top_k <= max_iter")
+        _require(isinstance(self.cycle_steps, int) and self.cycle_steps >= 0,
+                 f"cycle_steps={self.cycle_steps!r}; allowed: an int >= 0 (0 = constant lr)")
         _require(len(self.checkpoints) >= 1 and list(self.checkpoints) == sorted(set(self.checkpoints))
                  and self.checkpoints[0] >= 0, "checkpoints: allowed a strictly increasing tuple of steps >= 0")
 
@@ -92,6 +105,13 @@ class EnsembleConfig:
 def _require(ok: bool, msg: str) -> None:
     if not ok:
         raise ValueError(msg)
+
+
+def step_lr(cfg: EnsembleConfig, t: int) -> float:
+    """η at 1-based step t: constant, or the cosine-restart value of `cfg.cycle_steps` (field comment)."""
+    if not cfg.cycle_steps:
+        return cfg.lr
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * ((t - 1) % cfg.cycle_steps) / cfg.cycle_steps))
 
 
 # ---------------------------------------------------------------- the schedule (registry SD-1)
@@ -128,6 +148,22 @@ def _stack(models: Sequence[nn.Module]) -> tuple[nn.Module, dict[str, Tensor]]:
     params, _ = stack_module_state(list(models))
     # leaves that require grad for the whole run; updates happen under no_grad
     return copy.deepcopy(models[0]).to("meta"), {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
+
+
+def _has_dropout(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
+
+
+@contextlib.contextmanager
+def _dropout_rng(active: bool, seed: int):
+    """The global RNG seeded with `seed` for the dropout masks and restored afterwards (a no-op when
+    the model has no active dropout, so no other artifact's numbers depend on the global RNG)."""
+    if not active:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def _evaluate(forward: Callable, params: dict, split, criterion: str) -> tuple[Tensor, Tensor]:
@@ -200,12 +236,17 @@ def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
     t0, c0 = time.perf_counter(), time.process_time()
     base, params = _stack(models)
     n_seeds, n_rows = len(models), len(data.train)
+    dropout = _has_dropout(base)
+    train_base, base = base.train(), copy.deepcopy(base).eval()  # dropout on for steps, off for measuring
     forward = vmap(lambda p, x: functional_call(base, p, (x,)))
+    # per-seed dropout masks: vmap draws [S, ...] at once; without dropout the step uses the eval forward
+    train_forward = vmap(lambda p, x: functional_call(train_base, p, (x,)), randomness="different") if dropout \
+        else forward
     per_epoch = math.ceil(n_rows / cfg.batch_size)
     _require(cfg.checkpoints[-1] <= cfg.epochs * per_epoch,
              f"checkpoint step {cfg.checkpoints[-1]} is past the end ({cfg.epochs * per_epoch} steps)")
     lanczos_cfg = LanczosConfig(k=cfg.top_k, tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter)
-    track = _Tracker(_hessian_loss(models[0], data, cfg), lanczos_cfg, n_seeds)
+    track = _Tracker(_hessian_loss(copy.deepcopy(models[0]).eval(), data, cfg), lanczos_cfg, n_seeds)
     out = _empty(n_seeds, len(cfg.checkpoints), cfg.top_k)
     kept = {n: torch.empty(n_seeds, len(cfg.checkpoints), *p.shape[1:], dtype=p.dtype)
             for n, p in params.items()} if cfg.keep_params else None
@@ -229,23 +270,24 @@ def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
                 out["train_loss"][s, i] = out["train_acc"][s, i] = math.nan
                 out["test_loss"][s, i] = out["test_acc"][s, i] = math.nan
 
-    for epoch in range(cfg.epochs + 1):
-        if next_ckpt < len(cfg.checkpoints) and cfg.checkpoints[next_ckpt] == step:
-            measure(next_ckpt)
-            next_ckpt += 1
-        if epoch == cfg.epochs or next_ckpt == len(cfg.checkpoints):
-            break
-        _mark_diverged(params, alive, status, step)  # once per epoch: a per-step check costs a sync
-        mask = None if all(st == "ok" for st in status) else alive  # no per-step reduction while all live
-        order = torch.stack([torch.randperm(n_rows, generator=g) for g in generators])
-        for lo in range(0, n_rows, cfg.batch_size):
-            idx = order[:, lo:lo + cfg.batch_size]
-            bufs = _STEPS[cfg.optimizer](forward, params, names, bufs, data.train.x[idx], data.train.y[idx], cfg,
-                                         mask, step + 1)
-            step += 1
-            if next_ckpt < len(cfg.checkpoints) and cfg.checkpoints[next_ckpt] == step and lo + cfg.batch_size < n_rows:
-                measure(next_ckpt)  # a checkpoint inside an epoch (epoch 1's fractions)
+    with _dropout_rng(dropout, cfg.dropout_seed):
+        for epoch in range(cfg.epochs + 1):
+            if next_ckpt < len(cfg.checkpoints) and cfg.checkpoints[next_ckpt] == step:
+                measure(next_ckpt)
                 next_ckpt += 1
+            if epoch == cfg.epochs or next_ckpt == len(cfg.checkpoints):
+                break
+            _mark_diverged(params, alive, status, step)  # once per epoch: a per-step check costs a sync
+            mask = None if all(st == "ok" for st in status) else alive  # no per-step reduction while all live
+            order = torch.stack([torch.randperm(n_rows, generator=g) for g in generators])
+            for lo in range(0, n_rows, cfg.batch_size):
+                idx = order[:, lo:lo + cfg.batch_size]
+                bufs = _STEPS[cfg.optimizer](train_forward, params, names, bufs, data.train.x[idx],
+                                             data.train.y[idx], cfg, mask, step + 1)
+                step += 1
+                if next_ckpt < len(cfg.checkpoints) and cfg.checkpoints[next_ckpt] == step and lo + cfg.batch_size < n_rows:
+                    measure(next_ckpt)  # a checkpoint inside an epoch (epoch 1's fractions)
+                    next_ckpt += 1
     n_bad = sum(st != "ok" for st in status)
     return {"status": "ok" if not n_bad else f"diverged: {n_bad} of {n_seeds} seeds", "seed_status": status,
             "steps": torch.tensor(cfg.checkpoints), "steps_per_epoch": per_epoch,
@@ -272,7 +314,7 @@ def stacked_grads(forward, params: dict[str, Tensor], names: Sequence[str], x: T
 def _sgd_step(forward, params, names, bufs, x, y, cfg: EnsembleConfig, alive: Tensor | None, t: int):
     """One SGD(momentum) step for every seed; with `alive` (some seed diverged) the seeds it marks
     False are frozen (no update reaches them). None: all are live, and no mask is applied. `t` (the
-    1-based step) is unused: SGD has no step count."""
+    1-based step) only sets η under a cyclic schedule (`step_lr`)."""
     leaves = [params[n] for n in names]
     grads = stacked_grads(forward, params, names, x, y, cfg.criterion, cfg.weight_decay)
     with torch.no_grad():
@@ -283,12 +325,13 @@ def _sgd_step(forward, params, names, bufs, x, y, cfg: EnsembleConfig, alive: Te
                 torch._foreach_mul_(bufs, cfg.momentum)
                 torch._foreach_add_(bufs, grads)
             grads = bufs
+        lr = step_lr(cfg, t)
         if alive is None:
-            torch._foreach_add_(leaves, grads, alpha=-cfg.lr)
+            torch._foreach_add_(leaves, grads, alpha=-lr)
             return bufs
         for p, g in zip(leaves, grads):
             live = alive.view(-1, *[1] * (p.dim() - 1))
-            p.sub_(torch.where(live, cfg.lr * g, 0.0))  # where, not a 0 factor: 0·NaN is NaN
+            p.sub_(torch.where(live, lr * g, 0.0))  # where, not a 0 factor: 0·NaN is NaN
     return bufs
 
 
@@ -306,7 +349,7 @@ def _adam_step(forward, params, names, state, x, y, cfg: EnsembleConfig, alive: 
         denom = torch._foreach_sqrt(v)
         torch._foreach_div_(denom, math.sqrt(1 - b2 ** t))
         torch._foreach_add_(denom, ADAM_EPS)
-        step_size = cfg.lr / (1 - b1 ** t)
+        step_size = step_lr(cfg, t) / (1 - b1 ** t)
         if alive is None:
             torch._foreach_addcdiv_(leaves, m, denom, value=-step_size)
             return m, v

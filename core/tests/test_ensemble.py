@@ -33,11 +33,13 @@ def _cfg(**kw):
 
 def _alone(model, data, cfg, gen):
     """The oracle: the same seed trained alone by torch.optim.SGD or torch.optim.Adam (its defaults),
-    same batch order."""
+    same batch order; cfg.cycle_steps > 0: CosineAnnealingWarmRestarts(T_0 = C, eta_min = 0) stepped
+    once per batch."""
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.cycle_steps) if cfg.cycle_steps else None
     n = len(data.train)
     for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=gen)
@@ -47,6 +49,8 @@ def _alone(model, data, cfg, gen):
             out = model(data.train.x[idx])
             (per_row_loss(out, data.train.y[idx], cfg.criterion) / len(idx)).backward()
             opt.step()
+            if sched is not None:
+                sched.step()
     return dict(model.named_parameters())
 
 
@@ -60,6 +64,54 @@ def test_stacked_training_equals_torch_sgd_per_seed(momentum, wd):
         got = seed_params(art["final"], s)
         for name, p in want.items():
             torch.testing.assert_close(got[name], p.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer,momentum", [("sgd", 0.9), ("adam", 0.0)])
+def test_cosine_restarts_equal_torch_warm_restarts_per_seed(optimizer, momentum):
+    """Fort §4.5's cyclic lr: every 5 steps back to η, cosine towards 0 in between (12 steps: 2.4 cycles)."""
+    data, cfg = _data(), _cfg(optimizer=optimizer, momentum=momentum, cycle_steps=5, lr=0.05)
+    art = train_ensemble([_mlp(0), _mlp(1)], data, cfg, [torch.Generator().manual_seed(s) for s in (10, 11)])
+    for s in (0, 1):
+        want = _alone(_mlp(s), data, cfg, torch.Generator().manual_seed(10 + s))
+        for name, p in want.items():
+            torch.testing.assert_close(seed_params(art["final"], s)[name], p.detach(), rtol=1e-5, atol=1e-6)
+    constant = train_ensemble([_mlp(0)], data, _cfg(optimizer=optimizer, momentum=momentum, lr=0.05),
+                              [torch.Generator().manual_seed(10)])
+    assert (constant["final"]["0.weight"][0] - art["final"]["0.weight"][0]).abs().max() > 1e-4
+
+
+def _dropout_mlp(seed, p, d=6, classes=3, width=8):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d, width), nn.Tanh(), nn.Dropout(p), nn.Linear(width, classes))
+
+
+def test_dropout_masks_are_seeded_per_member_and_off_when_measuring():
+    """Two identical members (same init, same batch order) under dropout diverge (own masks); the run is
+    reproducible from dropout_seed and changes with it; p = 0 equals the dropout-free net exactly, and
+    the measured losses use no dropout (the final loss equals an eval-mode recomputation)."""
+    data, cfg = _data(), _cfg(checkpoints=(0, 12))
+    gens = lambda: [torch.Generator().manual_seed(10), torch.Generator().manual_seed(10)]  # noqa: E731
+    art = train_ensemble([_dropout_mlp(0, 0.3), _dropout_mlp(0, 0.3)], data, cfg, gens())
+    w = art["final"]["0.weight"]
+    assert (w[0] - w[1]).abs().max() > 1e-4
+    again = train_ensemble([_dropout_mlp(0, 0.3), _dropout_mlp(0, 0.3)], data, cfg, gens())
+    torch.testing.assert_close(again["final"]["0.weight"], w, rtol=0, atol=0)
+    other = train_ensemble([_dropout_mlp(0, 0.3), _dropout_mlp(0, 0.3)], data, _cfg(checkpoints=(0, 12), dropout_seed=1),
+                           gens())
+    assert (other["final"]["0.weight"] - w).abs().max() > 1e-4
+    eval_net = _dropout_mlp(0, 0.3).eval()
+    final = {n: p[0] for n, p in art["final"].items()}
+    loss = per_row_loss(functional_call(eval_net, final, (data.train.x,)), data.train.y, "cross_entropy") / len(data.train)
+    torch.testing.assert_close(art["train_loss"][0, -1], loss.double(), rtol=1e-6, atol=1e-7)
+    plain = train_ensemble([_mlp(0)], data, cfg, [torch.Generator().manual_seed(10)])
+    zero = train_ensemble([_dropout_mlp(0, 0.0)], data, cfg, [torch.Generator().manual_seed(10)])
+    torch.testing.assert_close(zero["final"]["3.weight"], plain["final"]["2.weight"], rtol=0, atol=0)
+
+
+def test_cycle_and_dropout_seed_enter_the_cache_key_only_when_set():
+    from core.cache import spec_key
+    assert spec_key(_cfg()) == spec_key(_cfg(cycle_steps=0, dropout_seed=0))
+    assert spec_key(_cfg(cycle_steps=5)) != spec_key(_cfg()) != spec_key(_cfg(dropout_seed=3))
 
 
 @pytest.mark.parametrize("wd", [0.0, 1e-2])
@@ -140,7 +192,8 @@ def test_budget_and_checkpoint_schedule_follow_the_registry_rule():
     (dict(momentum=1.0), "momentum=1.0"), (dict(lr=0.0), "lr=0.0"), (dict(criterion="hinge"), "criterion"),
     (dict(checkpoints=(3, 1)), "strictly increasing"), (dict(top_k=0), "top_k=0"),
     (dict(optimizer="rmsprop"), "optimizer='rmsprop'; allowed: sgd, adam"),
-    (dict(optimizer="adam", momentum=0.9), "momentum=0.9 with optimizer='adam'")])
+    (dict(optimizer="adam", momentum=0.9), "momentum=0.9 with optimizer='adam'"),
+    (dict(cycle_steps=-1), "cycle_steps=-1; allowed: an int >= 0")])
 def test_bad_configs_give_one_line(kw, msg):
     with pytest.raises(ValueError, match=msg):
         _cfg(**kw)
