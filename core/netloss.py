@@ -26,7 +26,7 @@ skipped, so every batch has B rows). So the points of one call are independent r
 seeds of core/ensemble.py. A stream serves a fixed number of points (core.connectors.descend calls it
 with the same shape every step); a call with another number is refused.
 
-Predictions: `predict` gives the argmax labels [..., N'] on any rows x', `accuracy` their agreement
+Predictions: `logits` gives f(x'; P) [..., N', C], `predict` the argmax labels [..., N'] on any rows x', `accuracy` their agreement
 with labels y', `agreement` the fraction of rows on which two points predict the same label (registry
 LS-6: test-label agreement with the far endpoint along a tunnel). Computation is in the points' dtype
 (rows cast once per dtype); nothing returns a Python number per point.
@@ -215,18 +215,22 @@ class NetLoss:
         return grad
 
     # ------------------------------------------------------------ predictions
-    def predict(self, P: Tensor, x: Tensor | None = None) -> Tensor:
-        """argmax_c f(x'; P)_c for points P [..., D] on rows x' (default: this loss's x) -> [..., N'] int64."""
+    def logits(self, P: Tensor, x: Tensor | None = None) -> Tensor:
+        """f(x'; P) for points P [..., D] on rows x' (default: this loss's x) -> [..., N', C], no grad."""
         self._check_points(P)
         x = self._xs(P.dtype) if x is None else x.to(P.dtype)
         flat = P.detach().reshape(-1, self.dim)
         rows = min(len(x), self.chunk)
         per = max(1, self.chunk // rows)
         with torch.no_grad():
-            out = torch.cat([torch.cat([self._logits(flat[lo:lo + per], x[i:i + rows], True).argmax(-1)
+            out = torch.cat([torch.cat([self._logits(flat[lo:lo + per], x[i:i + rows], True)
                                         for i in range(0, len(x), rows)], dim=1)
                              for lo in range(0, flat.shape[0], per)])
-        return out.view(*P.shape[:-1], len(x))
+        return out.view(*P.shape[:-1], len(x), out.shape[-1])
+
+    def predict(self, P: Tensor, x: Tensor | None = None) -> Tensor:
+        """argmax_c f(x'; P)_c for points P [..., D] on rows x' (default: this loss's x) -> [..., N'] int64."""
+        return self.logits(P, x).argmax(-1)
 
     def accuracy(self, P: Tensor, x: Tensor | None = None, y: Tensor | None = None) -> Tensor:
         """Fraction of rows (default: this loss's) whose predicted label is y, for points P [..., D] -> [...]."""

@@ -51,6 +51,39 @@ def test_rotation_keeps_the_norm_so_a_norm_only_loss_is_censored():
     assert bool(r.censored.all()) and torch.equal(r.width, torch.full((5,), 90.0, dtype=torch.float64))
 
 
+def _mixed_loss(w, v):
+    """Per direction k a different width (10°, 25°, 40°, never), plus a bump above level at 50-52° on
+    direction 0 only after its first crossing, so the first crossing, not any crossing, is measured."""
+    w_hat, scales = w.double() / w.double().norm(), torch.tensor([10.0, 25.0, 40.0, 1e9], dtype=torch.float64)
+
+    def loss(P):
+        P = P.double()
+        phi = torch.rad2deg(torch.arccos(((P @ w_hat) / P.norm(dim=-1)).clamp(-1, 1)))
+        k = (P @ v.double().T).argmax(-1)  # the direction this point was rotated towards
+        return phi / scales[k]
+    return loss
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 91])
+def test_the_early_stopped_scan_gives_the_full_scans_widths(chunk):
+    """The chunked scan measures what the full scan does: widths, censoring, losses up to each crossing block."""
+    w = _w()
+    v = rotation_directions(w, 4, generator=torch.Generator().manual_seed(6))
+    full = radial_width(_mixed_loss(w, v), w, v, level=1.0)
+    calls = []
+    def counted(P):
+        calls.append(P.shape[:-1].numel())
+        return _mixed_loss(w, v)(P)
+    part = radial_width(counted, w, v, level=1.0, chunk=chunk)
+    # equal up to the rounding of a differently shaped matmul
+    assert torch.allclose(part.width, full.width, rtol=1e-12, atol=0) and torch.equal(part.censored, full.censored)
+    assert torch.allclose(full.width[:3], torch.tensor([10.0, 25.0, 40.0], dtype=torch.float64), atol=1e-6)
+    seen = ~part.losses.isnan()
+    assert torch.allclose(part.losses[seen], full.losses[seen], rtol=1e-12, atol=0) and bool(seen[3].all())
+    if chunk < 91:
+        assert sum(calls) < 4 * 91  # crossed directions stop being evaluated
+
+
 def test_a_start_above_level_has_width_zero_and_interpolation_is_linear():
     w = _w()
     v = rotation_directions(w, 2, generator=torch.Generator().manual_seed(4))
@@ -62,6 +95,9 @@ def test_a_start_above_level_has_width_zero_and_interpolation_is_linear():
 
 def test_bad_inputs_give_one_line():
     w = _w()
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        radial_width(_angle_loss(_w(), 30.0), _w(), rotation_directions(_w(), 2, generator=torch.Generator()),
+                     level=1.0, chunk=0)
     with pytest.raises(ValueError, match="not orthogonal to w"):
         radial_width(_angle_loss(w, 10), w, w[None].clone(), level=1.0)
     with pytest.raises(ValueError, match="finite, nonzero"):
