@@ -23,12 +23,26 @@ LS-8 §4.3, Fig. 4: "there are more short directions in the middle of a connecto
      sign test on the median connector of centre count − mean endpoint count (> 0) and an exact
      Spearman trend of the centre count on m (increasing), α 0.05.
 
+LS-9 §4.4, Fig. 5: "higher learning rate → wider tunnels … a larger batch size leads to narrower tunnel",
+     L2 and dropout widen them "up to a point". Per seed and hyper-parameter: OLS slope of the mean
+     angular width (the angle of a norm-preserving rotation towards a random direction at which the
+     train loss first exceeds 1 nat, mean of 20 directions) on grid position 0, 1, 2. Intersection–union
+     of sign tests on the median seed: lr, L2, dropout slopes > 0, batch slope < 0 (α 0.05, 5 seeds).
+LS-10 §4.5, Fig. 6: "for high maximum learning rates during cyclical snapshotting … the average
+     configuration performs worse than a single snapshot"; "for a low learning rate … their average
+     performs well"; prediction averaging gains more over weight averaging at high lr. Per seed (its base
+     optimum, 5 cosine-restart cycles of SGD-momentum, a snapshot per cycle): acc(weight average) − mean
+     acc(snapshots) < 0 at high lr, ≥ −1 pp at low lr, and (ensemble − weight average) larger at high
+     than at low lr; intersection–union of sign tests (α 0.003125, 10 seeds).
+
 cpu tier (registry 2026-12-01, reports/ls-cpu-tier-study.md): a pool of 110 independently initialised
 40-128-128-10 tanh MLPs, constant-lr Adam on 1,000 MNIST-1D rows (fixtures/ls.py); hyperplane points and
 centres by projected Adam on mini-batch gradients (core/connectors.py, core/netloss.py). Negative
 controls, which must not come out replicated: the same evaluation with the hyperplane points or the
 centres NOT optimised (the straight line posing as a tunnel; the barycentre as the centre); for LS-8 the
-middle replaced by one of the connector's own optima (a point with the endpoints' curvature).
+middle replaced by one of the connector's own optima (a point with the endpoints' curvature); for LS-9
+the measured widths put in a random order along each grid (fixtures/ls_training.py has the recipes);
+for LS-10 a second low-lr arm posing as the high one (no wedge change).
 """
 from __future__ import annotations
 
@@ -38,7 +52,9 @@ import torch
 
 from core.harness import check_claim, check_control, claim_of
 from core.plots import cosine_matrix
-from core.plots_ls import connector_barriers, label_agreement, line_vs_tunnel, short_directions
+from core.plots_ls import (connector_barriers, cyclic_snapshots, label_agreement, line_vs_tunnel, radial_widths,
+                           short_directions)
+from fixtures.ls_training import radial_grid
 
 pytestmark = pytest.mark.cpu
 TIER = "cpu"
@@ -132,6 +148,63 @@ def _ls8(art: dict, *, control: bool = False) -> tuple[dict, dict, list[str]]:
                   "difference": [a - b for a, b in zip(mid, ends)]}, flags
 
 
+def _ols_slope(y: torch.Tensor) -> torch.Tensor:
+    """OLS slope of y [S, G] on grid position 0 .. G − 1, per row (registry LS-9 `slope`)."""
+    x = torch.arange(y.shape[1], dtype=torch.float64)
+    x = x - x.mean()
+    return ((y - y.mean(1, keepdim=True)) * x).sum(1) / (x * x).sum()
+
+
+def _ls9_widths(art: dict, *, permuted: bool = False) -> dict[str, torch.Tensor]:
+    """Per rule part: the mean widths [S, 3] in grid order (permuted: each seed's three in the order of
+    the registered random permutation, the control)."""
+    st, out = claim_of("LS-9").settings, {}
+    for i, (part, names) in enumerate(radial_grid(TIER).items()):
+        w = torch.stack([art["points"][n]["mean_width"] for n in names], 1)
+        if permuted:
+            gens = [torch.Generator().manual_seed(int(st["direction_seed"]) + 1000 * (i + 1) + s) for s in range(len(w))]
+            w = torch.stack([row[torch.randperm(3, generator=g)] for row, g in zip(w, gens)])
+        out[part] = w
+    return out
+
+
+def _ls9(art: dict, *, permuted: bool = False) -> tuple[dict, dict, list[str]]:
+    """Per part: the per-seed slopes (a seed with a diverged grid point dropped, counted) and columns."""
+    data, cols, flags = {}, {}, []
+    widths = _ls9_widths(art, permuted=permuted)
+    for i, (part, names) in enumerate(radial_grid(TIER).items()):
+        w = widths[part]
+        slope, keep = _ols_slope(w), w.isfinite().all(1)
+        data[part] = {"values": slope[keep].tolist()}
+        cols[f"{part} slope (deg/step)"] = slope.tolist()
+        # the grid point's own value of the varied hyper-parameter (its name's i-th field, e.g. "lr=0.003")
+        cols |= {f"{part} width @{n.split()[i]}": w[:, j].tolist() for j, n in enumerate(names)}
+        flags += [f"{part}: seed {s} dropped (a grid point's run did not finish) — no evidence either way"
+                  for s in (~keep).nonzero().flatten().tolist()]
+        censored = sum(int(art["points"][n]["censored"].sum()) for n in names)
+        if censored:
+            flags.append(f"{part}: {censored} directions never exceeded the level (width set to θ_max)")
+    return data, cols, flags
+
+
+def _ls10(runs: dict, *, control: bool = False) -> tuple[dict, dict, list[str]]:
+    """Per seed: acc(WA) − mean acc(snapshots) at high and low lr, and the ensemble's advantage over WA."""
+    high, low = runs["cyclic control" if control else "cyclic high"], runs["cyclic low"]
+    gap = lambda a: (a["average_acc"] - a["snapshot_acc"].mean(-1)).double()  # noqa: E731
+    adv = lambda a: (a["ensemble_acc"] - a["average_acc"]).double()  # noqa: E731
+    keep = gap(high).isfinite() & gap(low).isfinite()
+    flags = [f"seed {s}: high {high['seed_status'][s]}, low {low['seed_status'][s]} — dropped (counted)"
+             for s in (~keep).nonzero().flatten().tolist()]
+    data = {"swa_fails_high": {"values": gap(high)[keep].tolist()}, "swa_works_low": {"values": gap(low)[keep].tolist()},
+            "ensemble_gap": {"a": adv(high)[keep].tolist(), "b": adv(low)[keep].tolist()}}
+    cols = {"high: WA − mean snapshot (pp)": gap(high).tolist(), "low: WA − mean snapshot (pp)": gap(low).tolist(),
+            "high: ensemble − WA (pp)": adv(high).tolist(), "low: ensemble − WA (pp)": adv(low).tolist(),
+            "high: mean snapshot acc": high["snapshot_acc"].mean(-1).tolist(), "high: WA acc": high["average_acc"].tolist(),
+            "low: mean snapshot acc": low["snapshot_acc"].mean(-1).tolist(), "low: WA acc": low["average_acc"].tolist(),
+            "high: WA train loss": high["average_train_loss"].tolist(), "low: WA train loss": low["average_train_loss"].tolist()}
+    return data, cols, flags
+
+
 # ---------------------------------------------------------------- the claims
 def test_ls5_tunnel_through_the_linear_wall(request, ls_runs, figure_dir):
     art = ls_runs(TIER)["tunnel claim"]
@@ -189,6 +262,34 @@ def test_ls8_control_middle_is_an_optimum(request, ls_runs):
                   data=data, per_seed=cols)
 
 
+def test_ls9_radial_tunnel_width_vs_hyperparameters(request, ls_runs, figure_dir):
+    art = ls_runs(TIER)["radial"]
+    data, cols, flags = _ls9(art)
+    check_claim(request, "LS-9", tier=TIER, case=CASE, data=data, per_seed=cols, flags=flags,
+                figures=[_ls9_figure(figure_dir, art)])
+
+
+def test_ls9_control_grid_order_permuted(request, ls_runs):
+    """The same widths in a random order along each grid: no link to the hyper-parameter is left."""
+    data, cols, _ = _ls9(ls_runs(TIER)["radial"], permuted=True)
+    check_control(request, "LS-9", tier=TIER, case=f"control: grid order permuted ({CASE})", data=data,
+                  per_seed=cols)
+
+
+def test_ls10_swa_fails_at_high_cyclic_lr(request, ls_runs, figure_dir):
+    runs = ls_runs(TIER)
+    data, cols, flags = _ls10(runs)
+    check_claim(request, "LS-10", tier=TIER, case=CASE, data=data, per_seed=cols, flags=flags,
+                figures=[_ls10_figure(figure_dir, runs)])
+
+
+def test_ls10_control_low_lr_posing_as_high(request, ls_runs):
+    """A second low-lr arm in the high arm's place: its snapshots stay in one wedge, so SWA cannot fail."""
+    data, cols, _ = _ls10(ls_runs(TIER), control=True)
+    check_control(request, "LS-10", tier=TIER, case=f"control: a low-lr arm posing as the high one ({CASE})",
+                  data=data, per_seed=cols)
+
+
 # ---------------------------------------------------------------- figures (descriptive)
 def _ls5_figures(figure_dir, art) -> list:
     tau_low = float(_tau_low(claim_of("LS-5"), art["end_losses"]).median())
@@ -211,3 +312,22 @@ def _ls8_figure(figure_dir, cols) -> str:
         by_m.setdefault(m, []).append((a, b))
     return short_directions(figure_dir / f"LS-8_{TIER}_short_directions.png", by_m,
                             title=f"LS-8 {CASE}: short directions mid-connector vs at its optima (Fig. 4)")
+
+
+def _ls9_figure(figure_dir, art) -> str:
+    widths, labels = _ls9_widths(art), {"lr_wider": "lr", "l2_wider": "L2", "dropout_wider": "dropout",
+                                        "batch_narrower": "batch"}
+    grid = radial_grid(TIER)
+    by_part = {labels[p]: ([n.split()[i].split("=")[1] for n in grid[p]], widths[p].numpy())
+               for i, p in enumerate(grid)}
+    return radial_widths(figure_dir / f"LS-9_{TIER}_widths.png", by_part,
+                         title=f"LS-9 {CASE}: radial tunnel width per seed vs lr, L2, dropout, batch (Fig. 5)")
+
+
+def _ls10_figure(figure_dir, runs) -> str:
+    arms = {f"{k} (lr_max {runs[f'cyclic {k}']['lr_max']:g})": {"snapshots": runs[f"cyclic {k}"]["snapshot_acc"].numpy(),
+                                                                 "average": runs[f"cyclic {k}"]["average_acc"].numpy(),
+                                                                 "ensemble": runs[f"cyclic {k}"]["ensemble_acc"].numpy()}
+            for k in ("high", "low")}
+    return cyclic_snapshots(figure_dir / f"LS-10_{TIER}_snapshots.png", arms,
+                            title=f"LS-10 {CASE}: snapshots, weight average and ensemble per seed (Fig. 6)")

@@ -1,4 +1,4 @@
-"""Large-Scale-Structure figures on networks (Fort & Jastrzebski 2019, Figs. 1, 3, 4): they take computed
+"""Large-Scale-Structure figures on networks (Fort & Jastrzebski 2019, Figs. 1, 3–6): they take computed
 arrays and never compute."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from core.plots import COLORS, new_figure, save
 
-__all__ = ["line_vs_tunnel", "label_agreement", "connector_barriers", "short_directions"]
+__all__ = ["line_vs_tunnel", "label_agreement", "connector_barriers", "short_directions", "radial_widths", "cyclic_snapshots"]
 
 
 def _per_pair(ax, t, rows, color: str, label: str) -> None:
@@ -79,5 +79,37 @@ def short_directions(path, by_m: dict[float, Sequence[tuple[float, float]]], *,
         ax.plot(x, mid, "o", color=COLORS["a"], ms=5, label="middle of the connector" if k == 0 else None)
         ax.plot(x, ends, "o", mfc="none", color=COLORS["b"], ms=5, label="its optima (mean)" if k == 0 else None)
     ax.set_xticks(sorted(by_m), [f"{m:g}" for m in sorted(by_m)])
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def radial_widths(path, by_part: dict[str, tuple[Sequence[str], np.ndarray]], *,
+                  title="Radial tunnel width vs hyper-parameter (Fig. 5)") -> Path:
+    """Per hyper-parameter (by_part: label -> (its three grid values as text, widths [S, 3] in degrees)),
+    one thin line per seed over the grid positions and the median thick."""
+    fig, ax = new_figure(title, "grid position (values in the legend)", "mean angular width (degrees)")
+    colors = [COLORS["a"], COLORS["b"], COLORS["flat"], COLORS["sharp"]]
+    for color, (label, (values, widths)) in zip(colors, by_part.items()):
+        _per_pair(ax, np.arange(3), widths, color, f"{label}: {' → '.join(values)} (median of {{n}} seeds)")
+    ax.set_xticks([0, 1, 2], ["low", "middle", "high"])
+    ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def cyclic_snapshots(path, arms: dict[str, dict[str, np.ndarray]], *,
+                     title="Snapshots, their weight average and their ensemble (Fig. 6)") -> Path:
+    """Per arm (label -> {"snapshots" [S, n], "average" [S], "ensemble" [S]} test accuracies in pp): every
+    snapshot (small), the mean snapshot, the weight average and the prediction average per seed."""
+    fig, ax = new_figure(title, "cyclic lr arm", "test accuracy (pp)")
+    for k, (arm, acc) in enumerate(arms.items()):
+        snaps = np.asarray(acc["snapshots"], dtype=float)
+        jitter = np.linspace(-0.08, 0.08, len(snaps))
+        ax.plot(np.repeat(k - 0.25 + jitter, snaps.shape[1]), snaps.ravel(), ".", color=COLORS["ref"], ms=2,
+                label="each snapshot" if k == 0 else None)
+        ax.plot(k - 0.25 + jitter, snaps.mean(1), "o", color=COLORS["a"], ms=4, label="mean snapshot" if k == 0 else None)
+        ax.plot(k + jitter, acc["average"], "s", color=COLORS["flat"], ms=4, label="weight average (SWA)" if k == 0 else None)
+        ax.plot(k + 0.25 + jitter, acc["ensemble"], "^", color=COLORS["b"], ms=4,
+                label="prediction average" if k == 0 else None)
+    ax.set_xticks(range(len(arms)), list(arms))
     ax.legend(fontsize=8)
     return save(fig, path)
