@@ -155,12 +155,16 @@ def _ols_slope(y: torch.Tensor) -> torch.Tensor:
     return ((y - y.mean(1, keepdim=True)) * x).sum(1) / (x * x).sum()
 
 
-def _ls9_widths(art: dict, *, permuted: bool = False) -> dict[str, torch.Tensor]:
-    """Per rule part: the mean widths [S, 3] in grid order (permuted: each seed's three in the order of
-    the registered random permutation, the control)."""
+def _ls9_widths(art: dict, *, permuted: bool = False, revised: bool = True) -> dict[str, torch.Tensor]:
+    """Per rule part: the mean widths [S, 3] in grid order. revised (registry LS-9 revision 2026-12-01):
+    an optimum whose train loss already exceeds the level at θ = 0 has no width (NaN, its seed drops out
+    of that slope) instead of 0°. permuted: each seed's three in its registered random order (the control)."""
     st, out = claim_of("LS-9").settings, {}
     for i, (part, names) in enumerate(radial_grid(TIER).items()):
         w = torch.stack([art["points"][n]["mean_width"] for n in names], 1)
+        if revised:
+            start = torch.stack([art["points"][n]["start_loss"] for n in names], 1)
+            w = w.masked_fill(start > float(st["level"]), float("nan"))
         if permuted:
             gens = [torch.Generator().manual_seed(int(st["direction_seed"]) + 1000 * (i + 1) + s) for s in range(len(w))]
             w = torch.stack([row[torch.randperm(3, generator=g)] for row, g in zip(w, gens)])
@@ -168,10 +172,11 @@ def _ls9_widths(art: dict, *, permuted: bool = False) -> dict[str, torch.Tensor]
     return out
 
 
-def _ls9(art: dict, *, permuted: bool = False) -> tuple[dict, dict, list[str]]:
-    """Per part: the per-seed slopes (a seed with a diverged grid point dropped, counted) and columns."""
+def _ls9(art: dict, *, permuted: bool = False, revised: bool = True) -> tuple[dict, dict, list[str]]:
+    """Per part: the per-seed slopes (a seed without a width at some grid point dropped, counted), the
+    per-seed columns (widths and each optimum's train loss at θ = 0) and flags."""
     data, cols, flags = {}, {}, []
-    widths = _ls9_widths(art, permuted=permuted)
+    widths = _ls9_widths(art, permuted=permuted, revised=revised)
     for i, (part, names) in enumerate(radial_grid(TIER).items()):
         w = widths[part]
         slope, keep = _ols_slope(w), w.isfinite().all(1)
@@ -179,11 +184,21 @@ def _ls9(art: dict, *, permuted: bool = False) -> tuple[dict, dict, list[str]]:
         cols[f"{part} slope (deg/step)"] = slope.tolist()
         # the grid point's own value of the varied hyper-parameter (its name's i-th field, e.g. "lr=0.003")
         cols |= {f"{part} width @{n.split()[i]}": w[:, j].tolist() for j, n in enumerate(names)}
-        flags += [f"{part}: seed {s} dropped (a grid point's run did not finish) — no evidence either way"
-                  for s in (~keep).nonzero().flatten().tolist()]
-        censored = sum(int(art["points"][n]["censored"].sum()) for n in names)
-        if censored:
-            flags.append(f"{part}: {censored} directions never exceeded the level (width set to θ_max)")
+        if not permuted:
+            cols |= {f"{part} start loss @{n.split()[i]}": art["points"][n]["start_loss"].tolist() for n in names}
+        for n in names:
+            p = art["points"][n]
+            bad = [s for s, st in enumerate(p["seed_status"]) if st != "ok"]
+            high = [s for s in range(len(p["start_loss"])) if revised and s not in bad
+                    and float(p["start_loss"][s]) > float(claim_of("LS-9").settings["level"])]
+            flags += [f"{part} {n.split()[i]}: seed {s}: {p['seed_status'][s]} — dropped (counted)" for s in bad]
+            if high:
+                flags.append(f"{part} {n.split()[i]}: seeds {high} start above the level (train loss "
+                             f"{min(float(p['start_loss'][s]) for s in high):.2f}–{max(float(p['start_loss'][s]) for s in high):.2f} "
+                             f"nats at θ = 0: no optimum, no width) — dropped (counted)")
+            if int(p["censored"].sum()):
+                flags.append(f"{part} {n.split()[i]}: {int(p['censored'].sum())} directions never exceed the level "
+                             "(width θ_max)")
     return data, cols, flags
 
 
@@ -266,7 +281,7 @@ def test_ls9_radial_tunnel_width_vs_hyperparameters(request, ls_runs, figure_dir
     art = ls_runs(TIER)["radial"]
     data, cols, flags = _ls9(art)
     check_claim(request, "LS-9", tier=TIER, case=CASE, data=data, per_seed=cols, flags=flags,
-                figures=[_ls9_figure(figure_dir, art)])
+                original_data=_ls9(art, revised=False)[0], figures=[_ls9_figure(figure_dir, art)])
 
 
 def test_ls9_control_grid_order_permuted(request, ls_runs):
