@@ -176,6 +176,7 @@ def _ls9(art: dict, *, permuted: bool = False, revised: bool = True) -> tuple[di
     """Per part: the per-seed slopes (a seed without a width at some grid point dropped, counted), the
     per-seed columns (widths and each optimum's train loss at θ = 0) and flags."""
     data, cols, flags = {}, {}, []
+    level = float(claim_of("LS-9").settings["level"])
     widths = _ls9_widths(art, permuted=permuted, revised=revised)
     for i, (part, names) in enumerate(radial_grid(TIER).items()):
         w = widths[part]
@@ -190,7 +191,7 @@ def _ls9(art: dict, *, permuted: bool = False, revised: bool = True) -> tuple[di
             p = art["points"][n]
             bad = [s for s, st in enumerate(p["seed_status"]) if st != "ok"]
             high = [s for s in range(len(p["start_loss"])) if revised and s not in bad
-                    and float(p["start_loss"][s]) > float(claim_of("LS-9").settings["level"])]
+                    and float(p["start_loss"][s]) > level]
             flags += [f"{part} {n.split()[i]}: seed {s}: {p['seed_status'][s]} — dropped (counted)" for s in bad]
             if high:
                 flags.append(f"{part} {n.split()[i]}: seeds {high} start above the level (train loss "
