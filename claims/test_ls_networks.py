@@ -43,6 +43,13 @@ centres NOT optimised (the straight line posing as a tunnel; the barycentre as t
 middle replaced by one of the connector's own optima (a point with the endpoints' curvature); for LS-9
 the measured widths put in a random order along each grid (fixtures/ls_training.py has the recipes);
 for LS-10 a second low-lr arm posing as the high one (no wedge change).
+
+gpu tier (registry LS-5 cases, 2026-12-02; benchmarks/gpu_ls.sh runs it in one 10-minute script): one
+pool per case, trained on CUDA — mnist1d-large (offline: 10,000 MNIST-1D rows, the tanh MLP 40-256-256-10;
+every claim), cifar10-simplecnn (Fort's SimpleCNN on 2,000 CIFAR-10 rows; LS-5, LS-6) and
+fashion-mnist-simplecnn (the same CNN on Fashion-MNIST; LS-8, as Fort's Fig. 4). Every test runs per
+(tier, case) where the case's `claims` list the claim; a case whose dataset is not on disk skips with
+core.data.DatasetNotFound's message, and the pytest plugin skips gpu tests without CUDA.
 """
 from __future__ import annotations
 
@@ -54,11 +61,29 @@ from core.harness import check_claim, check_control, claim_of
 from core.plots import cosine_matrix
 from core.plots_ls import (connector_barriers, cyclic_snapshots, label_agreement, line_vs_tunnel, radial_widths,
                            short_directions)
+from fixtures.ls import CPU_CASE, ls_cases
 from fixtures.ls_training import radial_grid
 
-pytestmark = pytest.mark.cpu
-TIER = "cpu"
-CASE = "mnist1d-mlp-tanh pool"
+STRUCTURE, HYPER = ("structure",), ("hyper",)  # fixtures.ls.LS_GROUPS: LS-5 … LS-8's artifacts; LS-9's and LS-10's
+
+
+def _cases(claim_id: str) -> list:
+    """(tier, case) of a claim: the cpu tier's one case, and each gpu case whose `claims` list it
+    (registry LS-5 cases; read at collection, as the parametrisation must be)."""
+    cpu = [pytest.param("cpu", CPU_CASE, marks=pytest.mark.cpu, id=f"cpu-{CPU_CASE}")]
+    gpu = [pytest.param("gpu", name, marks=pytest.mark.gpu, id=f"gpu-{name}")
+           for name, c in ls_cases("gpu").items() if c.runs(claim_id)]
+    return cpu + gpu
+
+
+def _label(case: str) -> str:
+    """The records' case label: "<case> pool" (cpu: "mnist1d-mlp-tanh pool", as before there were cases)."""
+    return f"{case} pool"
+
+
+def _figure(figure_dir, claim_id: str, tier: str, case: str, what: str):
+    """<claim>_<tier>_<what>.png at cpu (one case: the names the cpu reports have), with the case at gpu."""
+    return figure_dir / (f"{claim_id}_{tier}_{what}.png" if tier == "cpu" else f"{claim_id}_{tier}_{case}_{what}.png")
 
 
 # ---------------------------------------------------------------- per-pair and per-set numbers
@@ -155,12 +180,12 @@ def _ols_slope(y: torch.Tensor) -> torch.Tensor:
     return ((y - y.mean(1, keepdim=True)) * x).sum(1) / (x * x).sum()
 
 
-def _ls9_widths(art: dict, *, permuted: bool = False, revised: bool = True) -> dict[str, torch.Tensor]:
+def _ls9_widths(art: dict, tier: str, *, permuted: bool = False, revised: bool = True) -> dict[str, torch.Tensor]:
     """Per rule part: the mean widths [S, 3] in grid order. revised (registry LS-9 revision 2026-12-01):
     an optimum whose train loss already exceeds the level at θ = 0 has no width (NaN, its seed drops out
     of that slope) instead of 0°. permuted: each seed's three in its registered random order (the control)."""
     st, out = claim_of("LS-9").settings, {}
-    for i, (part, names) in enumerate(radial_grid(TIER).items()):
+    for i, (part, names) in enumerate(radial_grid(tier).items()):
         w = torch.stack([art["points"][n]["mean_width"] for n in names], 1)
         if revised:
             start = torch.stack([art["points"][n]["start_loss"] for n in names], 1)
@@ -172,13 +197,13 @@ def _ls9_widths(art: dict, *, permuted: bool = False, revised: bool = True) -> d
     return out
 
 
-def _ls9(art: dict, *, permuted: bool = False, revised: bool = True) -> tuple[dict, dict, list[str]]:
+def _ls9(art: dict, tier: str, *, permuted: bool = False, revised: bool = True) -> tuple[dict, dict, list[str]]:
     """Per part: the per-seed slopes (a seed without a width at some grid point dropped, counted), the
     per-seed columns (widths and each optimum's train loss at θ = 0) and flags."""
     data, cols, flags = {}, {}, []
     level = float(claim_of("LS-9").settings["level"])
-    widths = _ls9_widths(art, permuted=permuted, revised=revised)
-    for i, (part, names) in enumerate(radial_grid(TIER).items()):
+    widths = _ls9_widths(art, tier, permuted=permuted, revised=revised)
+    for i, (part, names) in enumerate(radial_grid(tier).items()):
         w = widths[part]
         slope, keep = _ols_slope(w), w.isfinite().all(1)
         data[part] = {"values": slope[keep].tolist()}
@@ -222,128 +247,140 @@ def _ls10(runs: dict, *, control: bool = False) -> tuple[dict, dict, list[str]]:
 
 
 # ---------------------------------------------------------------- the claims
-def test_ls5_tunnel_through_the_linear_wall(request, ls_runs, figure_dir):
-    art = ls_runs(TIER)["tunnel claim"]
+@pytest.mark.parametrize("tier,case", _cases("LS-5"))
+def test_ls5_tunnel_through_the_linear_wall(request, ls_runs, figure_dir, tier, case):
+    art = ls_runs(tier, case, STRUCTURE)["tunnel claim"]
     ok, cols = _ls5(art)
-    check_claim(request, "LS-5", tier=TIER, case=CASE, data={"successes": ok}, per_seed=cols,
-                flags=_excluded(art, "pair"), figures=_ls5_figures(figure_dir, art))
+    check_claim(request, "LS-5", tier=tier, case=_label(case), data={"successes": ok}, per_seed=cols,
+                flags=_excluded(art, "pair"), figures=_ls5_figures(figure_dir, art, tier, case))
 
 
-def test_ls5_control_unoptimised_tunnel(request, ls_runs):
+@pytest.mark.parametrize("tier,case", _cases("LS-5"))
+def test_ls5_control_unoptimised_tunnel(request, ls_runs, tier, case):
     """The hyperplane points left on the line: the 'tunnel' is the linear path and crosses its wall."""
-    ok, cols = _ls5(ls_runs(TIER)["tunnel control"])
-    check_control(request, "LS-5", tier=TIER, case=f"control: hyperplane points not optimised ({CASE})",
+    ok, cols = _ls5(ls_runs(tier, case, STRUCTURE)["tunnel control"])
+    check_control(request, "LS-5", tier=tier, case=f"control: hyperplane points not optimised ({_label(case)})",
                   data={"successes": ok}, per_seed=cols)
 
 
-def test_ls6_tunnel_halves_and_labels(request, ls_runs, figure_dir):
-    art = ls_runs(TIER)["tunnel claim"]
+@pytest.mark.parametrize("tier,case", _cases("LS-6"))
+def test_ls6_tunnel_halves_and_labels(request, ls_runs, figure_dir, tier, case):
+    art = ls_runs(tier, case, STRUCTURE)["tunnel claim"]
     data, cols = _ls6(art)
-    check_claim(request, "LS-6", tier=TIER, case=CASE, data=data, per_seed=cols, flags=_excluded(art, "pair"),
-                figures=_ls6_figures(figure_dir, art))
+    check_claim(request, "LS-6", tier=tier, case=_label(case), data=data, per_seed=cols, flags=_excluded(art, "pair"),
+                figures=_ls6_figures(figure_dir, art, tier, case))
 
 
-def test_ls6_control_unoptimised_tunnel(request, ls_runs):
+@pytest.mark.parametrize("tier,case", _cases("LS-6"))
+def test_ls6_control_unoptimised_tunnel(request, ls_runs, tier, case):
     """The straight line posing as a tunnel: its 'deviations' are zero, so they cannot cluster by half."""
-    data, cols = _ls6(ls_runs(TIER)["tunnel control"])
-    check_control(request, "LS-6", tier=TIER, case=f"control: hyperplane points not optimised ({CASE})",
+    data, cols = _ls6(ls_runs(tier, case, STRUCTURE)["tunnel control"])
+    check_control(request, "LS-6", tier=tier, case=f"control: hyperplane points not optimised ({_label(case)})",
                   data=data, per_seed=cols)
 
 
-def test_ls7_low_loss_m_connectors(request, ls_runs, figure_dir):
-    data, cols, fig, flags = _ls7(ls_runs(TIER))
-    path = figure_dir / f"LS-7_{TIER}_barriers.png"
-    check_claim(request, "LS-7", tier=TIER, case=CASE, data=data, per_seed=cols, flags=flags,
+@pytest.mark.parametrize("tier,case", _cases("LS-7"))
+def test_ls7_low_loss_m_connectors(request, ls_runs, figure_dir, tier, case):
+    data, cols, fig, flags = _ls7(ls_runs(tier, case, STRUCTURE))
+    path = _figure(figure_dir, "LS-7", tier, case, "barriers")
+    check_claim(request, "LS-7", tier=tier, case=_label(case), data=data, per_seed=cols, flags=flags,
                 figures=[connector_barriers(path, {m: v[0] for m, v in fig.items()}, {m: v[1] for m, v in fig.items()},
-                                            title=f"LS-7 {CASE}: m-connector barriers per set vs τ_low")])
+                                            title=f"LS-7 {_label(case)}: m-connector barriers per set vs τ_low")])
 
 
-def test_ls7_control_unoptimised_centre(request, ls_runs):
+@pytest.mark.parametrize("tier,case", _cases("LS-7"))
+def test_ls7_control_unoptimised_centre(request, ls_runs, tier, case):
     """The centre left at the barycentre of the optima (not optimised): the connector crosses the walls."""
-    data, cols, _, _ = _ls7(ls_runs(TIER), control=True)
-    check_control(request, "LS-7", tier=TIER, case=f"control: centre not optimised ({CASE})", data=data,
+    data, cols, _, _ = _ls7(ls_runs(tier, case, STRUCTURE), control=True)
+    check_control(request, "LS-7", tier=tier, case=f"control: centre not optimised ({_label(case)})", data=data,
                   per_seed=cols)
 
 
-def test_ls8_more_short_directions_mid_connector(request, ls_runs, figure_dir):
-    data, cols, flags = _ls8(ls_runs(TIER)["spectra"])
-    check_claim(request, "LS-8", tier=TIER, case=CASE, data=data, per_seed=cols, flags=flags,
-                figures=[_ls8_figure(figure_dir, cols)])
+@pytest.mark.parametrize("tier,case", _cases("LS-8"))
+def test_ls8_more_short_directions_mid_connector(request, ls_runs, figure_dir, tier, case):
+    data, cols, flags = _ls8(ls_runs(tier, case, STRUCTURE)["spectra"])
+    check_claim(request, "LS-8", tier=tier, case=_label(case), data=data, per_seed=cols, flags=flags,
+                figures=[_ls8_figure(figure_dir, cols, tier, case)])
 
 
-def test_ls8_control_middle_is_an_optimum(request, ls_runs):
+@pytest.mark.parametrize("tier,case", _cases("LS-8"))
+def test_ls8_control_middle_is_an_optimum(request, ls_runs, tier, case):
     """The middle replaced by one of the set's own optima: no excess of short directions by construction."""
-    data, cols, _ = _ls8(ls_runs(TIER)["spectra"], control=True)
-    check_control(request, "LS-8", tier=TIER, case=f"control: middle replaced by an optimum ({CASE})",
+    data, cols, _ = _ls8(ls_runs(tier, case, STRUCTURE)["spectra"], control=True)
+    check_control(request, "LS-8", tier=tier, case=f"control: middle replaced by an optimum ({_label(case)})",
                   data=data, per_seed=cols)
 
 
-def test_ls9_radial_tunnel_width_vs_hyperparameters(request, ls_runs, figure_dir):
-    art = ls_runs(TIER)["radial"]
-    data, cols, flags = _ls9(art)
-    check_claim(request, "LS-9", tier=TIER, case=CASE, data=data, per_seed=cols, flags=flags,
-                original_data=_ls9(art, revised=False)[0], figures=[_ls9_figure(figure_dir, art)])
+@pytest.mark.parametrize("tier,case", _cases("LS-9"))
+def test_ls9_radial_tunnel_width_vs_hyperparameters(request, ls_runs, figure_dir, tier, case):
+    art = ls_runs(tier, case, HYPER)["radial"]
+    data, cols, flags = _ls9(art, tier)
+    check_claim(request, "LS-9", tier=tier, case=_label(case), data=data, per_seed=cols, flags=flags,
+                original_data=_ls9(art, tier, revised=False)[0], figures=[_ls9_figure(figure_dir, art, tier, case)])
 
 
-def test_ls9_control_grid_order_permuted(request, ls_runs):
+@pytest.mark.parametrize("tier,case", _cases("LS-9"))
+def test_ls9_control_grid_order_permuted(request, ls_runs, tier, case):
     """The same widths in a random order along each grid: no link to the hyper-parameter is left."""
-    data, cols, _ = _ls9(ls_runs(TIER)["radial"], permuted=True)
-    check_control(request, "LS-9", tier=TIER, case=f"control: grid order permuted ({CASE})", data=data,
+    data, cols, _ = _ls9(ls_runs(tier, case, HYPER)["radial"], tier, permuted=True)
+    check_control(request, "LS-9", tier=tier, case=f"control: grid order permuted ({_label(case)})", data=data,
                   per_seed=cols)
 
 
-def test_ls10_swa_fails_at_high_cyclic_lr(request, ls_runs, figure_dir):
-    runs = ls_runs(TIER)
+@pytest.mark.parametrize("tier,case", _cases("LS-10"))
+def test_ls10_swa_fails_at_high_cyclic_lr(request, ls_runs, figure_dir, tier, case):
+    runs = ls_runs(tier, case, HYPER)
     data, cols, flags = _ls10(runs)
-    check_claim(request, "LS-10", tier=TIER, case=CASE, data=data, per_seed=cols, flags=flags,
-                figures=[_ls10_figure(figure_dir, runs)])
+    check_claim(request, "LS-10", tier=tier, case=_label(case), data=data, per_seed=cols, flags=flags,
+                figures=[_ls10_figure(figure_dir, runs, tier, case)])
 
 
-def test_ls10_control_low_lr_posing_as_high(request, ls_runs):
+@pytest.mark.parametrize("tier,case", _cases("LS-10"))
+def test_ls10_control_low_lr_posing_as_high(request, ls_runs, tier, case):
     """A second low-lr arm in the high arm's place: its snapshots stay in one wedge, so SWA cannot fail."""
-    data, cols, _ = _ls10(ls_runs(TIER), control=True)
-    check_control(request, "LS-10", tier=TIER, case=f"control: a low-lr arm posing as the high one ({CASE})",
+    data, cols, _ = _ls10(ls_runs(tier, case, HYPER), control=True)
+    check_control(request, "LS-10", tier=tier, case=f"control: a low-lr arm posing as the high one ({_label(case)})",
                   data=data, per_seed=cols)
 
 
 # ---------------------------------------------------------------- figures (descriptive)
-def _ls5_figures(figure_dir, art) -> list:
+def _ls5_figures(figure_dir, art, tier: str, case: str) -> list:
     tau_low = float(_tau_low(claim_of("LS-5"), art["end_losses"]).median())
-    return [line_vs_tunnel(figure_dir / f"LS-5_{TIER}_paths.png", art["t"].numpy(), art["linear_losses"].numpy(),
+    return [line_vs_tunnel(_figure(figure_dir, "LS-5", tier, case, "paths"), art["t"].numpy(), art["linear_losses"].numpy(),
                            art["tunnel_losses"].numpy(), tau_high=float(claim_of("LS-5").settings["tau_high"]),
                            tau_low=tau_low,
-                           title=f"LS-5 {CASE}: train loss along the line and the tunnel, per pair")]
+                           title=f"LS-5 {_label(case)}: train loss along the line and the tunnel, per pair")]
 
 
-def _ls6_figures(figure_dir, art) -> list:
-    return [cosine_matrix(figure_dir / f"LS-6_{TIER}_cosines.png", np.asarray(art["cos"][0]),
-                          title=f"LS-6 {CASE}, pair 0: cosines between the tunnel points' deviations"),
-            label_agreement(figure_dir / f"LS-6_{TIER}_labels.png", art["t"].numpy(), art["agree_a"].numpy(),
-                            art["agree_b"].numpy(), title=f"LS-6 {CASE}: test-label agreement along the tunnel")]
+def _ls6_figures(figure_dir, art, tier: str, case: str) -> list:
+    return [cosine_matrix(_figure(figure_dir, "LS-6", tier, case, "cosines"), np.asarray(art["cos"][0]),
+                          title=f"LS-6 {_label(case)}, pair 0: cosines between the tunnel points' deviations"),
+            label_agreement(_figure(figure_dir, "LS-6", tier, case, "labels"), art["t"].numpy(), art["agree_a"].numpy(),
+                            art["agree_b"].numpy(), title=f"LS-6 {_label(case)}: test-label agreement along the tunnel")]
 
 
-def _ls8_figure(figure_dir, cols) -> str:
+def _ls8_figure(figure_dir, cols, tier: str, case: str) -> str:
     by_m: dict[float, list] = {}
     for m, a, b in zip(cols["m"], cols["middle_count"], cols["mean_endpoint_count"]):
         by_m.setdefault(m, []).append((a, b))
-    return short_directions(figure_dir / f"LS-8_{TIER}_short_directions.png", by_m,
-                            title=f"LS-8 {CASE}: short directions mid-connector vs at its optima (Fig. 4)")
+    return short_directions(_figure(figure_dir, "LS-8", tier, case, "short_directions"), by_m,
+                            title=f"LS-8 {_label(case)}: short directions mid-connector vs at its optima (Fig. 4)")
 
 
-def _ls9_figure(figure_dir, art) -> str:
-    widths, labels = _ls9_widths(art), {"lr_wider": "lr", "l2_wider": "L2", "dropout_wider": "dropout",
+def _ls9_figure(figure_dir, art, tier: str, case: str) -> str:
+    widths, labels = _ls9_widths(art, tier), {"lr_wider": "lr", "l2_wider": "L2", "dropout_wider": "dropout",
                                         "batch_narrower": "batch"}
-    grid = radial_grid(TIER)
+    grid = radial_grid(tier)
     by_part = {labels[p]: ([n.split()[i].split("=")[1] for n in grid[p]], widths[p].numpy())
                for i, p in enumerate(grid)}
-    return radial_widths(figure_dir / f"LS-9_{TIER}_widths.png", by_part,
-                         title=f"LS-9 {CASE}: radial tunnel width per seed vs lr, L2, dropout, batch (Fig. 5)")
+    return radial_widths(_figure(figure_dir, "LS-9", tier, case, "widths"), by_part,
+                         title=f"LS-9 {_label(case)}: radial tunnel width per seed vs lr, L2, dropout, batch (Fig. 5)")
 
 
-def _ls10_figure(figure_dir, runs) -> str:
+def _ls10_figure(figure_dir, runs, tier: str, case: str) -> str:
     arms = {f"{k} (lr_max {runs[f'cyclic {k}']['lr_max']:g})": {"snapshots": runs[f"cyclic {k}"]["snapshot_acc"].numpy(),
                                                                  "average": runs[f"cyclic {k}"]["average_acc"].numpy(),
                                                                  "ensemble": runs[f"cyclic {k}"]["ensemble_acc"].numpy()}
             for k in ("high", "low")}
-    return cyclic_snapshots(figure_dir / f"LS-10_{TIER}_snapshots.png", arms,
-                            title=f"LS-10 {CASE}: snapshots, weight average and ensemble per seed (Fig. 6)")
+    return cyclic_snapshots(_figure(figure_dir, "LS-10", tier, case, "snapshots"), arms,
+                            title=f"LS-10 {_label(case)}: snapshots, weight average and ensemble per seed (Fig. 6)")
