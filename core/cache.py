@@ -36,10 +36,22 @@ from filelock import FileLock
 from core.atomic import atomic_write
 from core.numerics import code_path_key
 
-__all__ = ["ArtifactCache", "RECIPE_VERSION", "KEY_IF_SET", "spec_key", "canonical_json"]
+__all__ = ["ArtifactCache", "RECIPE_VERSION", "KEY_IF_SET", "to_host", "spec_key", "canonical_json"]
 
 RECIPE_VERSION = "1"  # bump when training code changes what a spec produces (invalidates all keys)
 KEY_IF_SET = {"key": "if_set"}  # dataclasses.field metadata: in the key only when not the default
+
+
+def to_host(value: Any) -> Any:
+    """`value` with every tensor moved to host memory (dicts, lists and tuples walked): what a load
+    with map_location="cpu" returns, so a CUDA-built artifact and its cached copy are the same."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: to_host(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_host(v) for v in value)
+    return value
 
 
 def _key_fields(value: Any) -> Any:
@@ -132,6 +144,7 @@ class ArtifactCache:
             if not isinstance(artifact, dict):
                 raise TypeError(f"build for {type(spec).__name__} must return a dict, "
                                 f"got {type(artifact).__name__}")
+            artifact = to_host(artifact)  # a fresh build reads as a loaded one: host memory (gpu tier)
             self._write(spec, key, artifact)
         return artifact
 

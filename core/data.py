@@ -92,6 +92,10 @@ class DatasetNotFound(FileNotFoundError):
             f"{', '.join(expected)}; fix: pass --data-dir DIR or set CLAIMS_DATA_DIR to a folder "
             f"holding them, or pass --allow-download (download=True) to let torchvision fetch them")
         self.name, self.directory, self.expected = name, Path(directory), list(expected)
+        self._args = (name, directory, list(expected), tuple(looked_in), note)
+
+    def __reduce__(self):  # rebuilt from its fields: a builder process's error reaches the parent intact
+        return type(self), self._args
 
 
 @dataclass(frozen=True)

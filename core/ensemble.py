@@ -82,6 +82,9 @@ class EnsembleConfig:
     # global torch seed of the dropout masks, drawn per seed by vmap(randomness="different") inside a
     # forked RNG (only models with an active nn.Dropout draw any); keyed only when set
     dropout_seed: int = field(default=0, metadata=KEY_IF_SET)
+    # rows per evaluation forward (0 = the whole split at once; the gpu tier's CIFAR splits need blocks:
+    # the sums are the same up to float addition order); keyed only when set
+    eval_rows: int = field(default=0, metadata=KEY_IF_SET)
 
     def __post_init__(self):
         _require(self.lr > 0 and math.isfinite(self.lr), f"lr={self.lr!r}; allowed: a finite lr > 0")
@@ -98,6 +101,8 @@ class EnsembleConfig:
                  f"top_k={self.top_k!r}, lanczos_max_iter={self.lanczos_max_iter!r}; allowed: 1 <= top_k <= max_iter")
         _require(isinstance(self.cycle_steps, int) and self.cycle_steps >= 0,
                  f"cycle_steps={self.cycle_steps!r}; allowed: an int >= 0 (0 = constant lr)")
+        _require(isinstance(self.eval_rows, int) and self.eval_rows >= 0,
+                 f"eval_rows={self.eval_rows!r}; allowed: an int >= 0 (0 = the whole split per forward)")
         _require(len(self.checkpoints) >= 1 and list(self.checkpoints) == sorted(set(self.checkpoints))
                  and self.checkpoints[0] >= 0, "checkpoints: allowed a strictly increasing tuple of steps >= 0")
 
@@ -166,13 +171,21 @@ def _dropout_rng(active: bool, seed: int):
         yield
 
 
-def _evaluate(forward: Callable, params: dict, split, criterion: str) -> tuple[Tensor, Tensor]:
-    """Per seed mean loss and accuracy on a whole split (one vmapped forward, no grad)."""
+def _evaluate(forward: Callable, params: dict, split, criterion: str, rows: int = 0) -> tuple[Tensor, Tensor]:
+    """Per seed mean loss and accuracy on a whole split (vmapped forwards, no grad): one forward over
+    every row (rows = 0), or blocks of `rows` rows whose summed losses and hit counts are added (a
+    CIFAR split × 10 seeds in one forward would hold every activation of 500k images at once)."""
+    n_seeds = next(iter(params.values())).shape[0]
+    step = rows or len(split)
+    loss, hits = 0, 0
     with torch.no_grad():
-        out = forward(params, split.x.expand(next(iter(params.values())).shape[0], *split.x.shape))
-        y = split.y.expand(out.shape[0], -1)
-        loss = torch.stack([per_row_loss(o, yy, criterion) for o, yy in zip(out, y)]) / len(split)
-        return loss, (out.argmax(-1) == y).double().mean(1)
+        for lo in range(0, len(split), step):
+            x, y = split.x[lo:lo + step], split.y[lo:lo + step]
+            out = forward(params, x.expand(n_seeds, *x.shape))
+            y = y.expand(out.shape[0], -1)
+            loss = loss + torch.stack([per_row_loss(o, yy, criterion) for o, yy in zip(out, y)])
+            hits = hits + (out.argmax(-1) == y).double().sum(1)
+        return loss / len(split), hits / len(split)
 
 
 class _Tracker:
@@ -260,7 +273,7 @@ def train_ensemble(models: Sequence[nn.Module], data, cfg: EnsembleConfig,
             for n, p in params.items():
                 kept[n][:, i] = p.detach()
         for key, split in (("train", data.train), ("test", data.test)):
-            loss, acc = _evaluate(forward, params, split, cfg.criterion)
+            loss, acc = _evaluate(forward, params, split, cfg.criterion, cfg.eval_rows)
             out[f"{key}_loss"][:, i], out[f"{key}_acc"][:, i] = loss, acc
         for s in range(n_seeds):
             if alive[s]:
@@ -331,7 +344,7 @@ def _sgd_step(forward, params, names, bufs, x, y, cfg: EnsembleConfig, alive: Te
             return bufs
         for p, g in zip(leaves, grads):
             live = alive.view(-1, *[1] * (p.dim() - 1))
-            p.sub_(torch.where(live, lr * g, 0.0))  # where, not a 0 factor: 0·NaN is NaN
+            p.sub_(torch.where(live.to(p.device), lr * g, 0.0))  # where, not a 0 factor: 0·NaN is NaN
     return bufs
 
 
@@ -355,7 +368,7 @@ def _adam_step(forward, params, names, state, x, y, cfg: EnsembleConfig, alive: 
             return m, v
         for p, mm, d in zip(leaves, m, denom):
             live = alive.view(-1, *[1] * (p.dim() - 1))
-            p.sub_(torch.where(live, mm / d * step_size, 0.0))  # where, not a 0 factor: 0·NaN is NaN
+            p.sub_(torch.where(live.to(p.device), mm / d * step_size, 0.0))  # where, not a 0 factor: 0·NaN is NaN
     return m, v
 
 
@@ -364,7 +377,7 @@ _STEPS = {"sgd": _sgd_step, "adam": _adam_step}
 
 def _mark_diverged(params: dict[str, Tensor], alive: Tensor, status: list[str], step: int) -> None:
     """Freeze and label every live seed whose parameters stopped being finite (one reduction)."""
-    finite = torch.stack([p.reshape(p.shape[0], -1).isfinite().all(1) for p in params.values()]).all(0)
+    finite = torch.stack([p.reshape(p.shape[0], -1).isfinite().all(1) for p in params.values()]).all(0).cpu()
     for s in (alive & ~finite).nonzero().flatten().tolist():
         bad = [n for n, p in params.items() if not p[s].isfinite().all()]
         status[s] = f"diverged at step {step}: non-finite parameters ({', '.join(bad)})"

@@ -120,9 +120,9 @@ class _Run:
                        for n in self.names}
         base = copy.deepcopy(model).to("meta")
         self.forward = vmap(lambda p, x: functional_call(base, p, (x,)))
-        m = len(starts)
-        self.a = torch.tensor([c[0] for c in coefs], dtype=torch.float64)
-        self.b = torch.tensor([c[1] for c in coefs], dtype=torch.float64)
+        m, dev = len(starts), self.params[self.names[0]].device  # bookkeeping on the host, the step's on dev
+        self.a = torch.tensor([c[0] for c in coefs], dtype=torch.float64, device=dev)
+        self.b = torch.tensor([c[1] for c in coefs], dtype=torch.float64, device=dev)
         self.needs_E = [cfg.track_all or c[0] != c[1] for c in coefs]
         self.groups = list(groups)
         self.lr = torch.full((m,), cfg.lr, dtype=torch.float64)
@@ -130,7 +130,7 @@ class _Run:
         self.alive = torch.ones(m, dtype=torch.bool)  # not diverged
         self.status = ["ok"] * m
         self.dim = sum(p[0].numel() for p in self.params.values())
-        self.E = torch.zeros(m, cfg.k, self.dim, dtype=torch.float64)
+        self.E = torch.zeros(m, cfg.k, self.dim, dtype=torch.float64, device=dev)
         loss = _hessian_loss(model, data, cfg)
         self.refresher = _Tracker(loss, LanczosConfig(k=cfg.k, tol=cfg.refresh_tol, max_iter=cfg.refresh_iters), m)
         self.final = _Tracker(loss, LanczosConfig(k=cfg.final_k, tol=cfg.final_tol, max_iter=cfg.final_iters), m)
@@ -157,7 +157,7 @@ class _Run:
         grads = stacked_grads(self.forward, self.params, self.names, x, y, self.cfg.criterion, self.cfg.weight_decay)
         with torch.no_grad():
             d = nudged_direction(grads, self.E, self.a, self.b)
-            lr = torch.where(self.active, self.lr, 0.0)
+            lr = torch.where(self.active, self.lr, 0.0).to(self.E.device)
             for n, di in zip(self.names, d):
                 p = self.params[n]
                 scale = lr.to(p.dtype).view(-1, *[1] * (p.dim() - 1))
@@ -249,8 +249,9 @@ def _schedule(e, run, hist, best, since_loss, since_acc, stopped, cfg) -> None:
     live = run.active.clone()
     val_loss, val_acc = hist["val_loss"][:, e], hist["val_acc"][:, e]
     better_acc = live & (val_acc > best["val"])
+    on_dev = better_acc.to(next(iter(run.params.values())).device)  # host bookkeeping, params on their device
     for n, p in run.params.items():
-        best["params"][n][better_acc] = p.detach()[better_acc]
+        best["params"][n][on_dev] = p.detach()[on_dev]
     best["epoch"][better_acc], best["val"][better_acc] = e, val_acc[better_acc]
     since_acc[:] = torch.where(better_acc, 0, since_acc + live.long())
     better_loss = live & (val_loss < best["val_loss"] - PLATEAU_MIN_DELTA)

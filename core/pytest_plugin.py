@@ -67,6 +67,7 @@ class SuitePaths:
 
 
 _PATHS = pytest.StashKey[SuitePaths]()
+_DATA_ENV = pytest.StashKey["str | None"]()  # CLAIMS_DATA_DIR as it was before the session set it
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -95,10 +96,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_PATHS] = paths
     config.option.reports_dir = str(paths.staging_dir)  # the harness makes figures relative to it
     config.option.data_dir, config.option.cache_dir = str(paths.data_dir), str(paths.cache_dir)
+    # the seed-ensemble builders (fixtures/sd.py, fixtures/ls.py) and their spawned processes read the
+    # data directory from the environment; put the resolved one there for this session, restored after
+    config.stash[_DATA_ENV] = os.environ.get("CLAIMS_DATA_DIR")
+    os.environ["CLAIMS_DATA_DIR"] = str(paths.data_dir)
     if not hasattr(config, "workerinput") and _collects_claims(config):
         _check_registry(Path(config.rootpath))
     config.pluginmanager.register(_ClaimSession(config), "claims-session")
     _set_threads(config.option.torch_threads)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _DATA_ENV in config.stash:  # the environment as the session found it
+        old = config.stash[_DATA_ENV]
+        if old is None:
+            os.environ.pop("CLAIMS_DATA_DIR", None)
+        else:
+            os.environ["CLAIMS_DATA_DIR"] = old
 
 
 def _set_threads(n: int) -> None:
