@@ -17,33 +17,36 @@ cpu tier (registry 2026-12-01, reports/sd-cpu-tier-study.md): MLP 40-128-128-10 
 MNIST-1D rows, constant-lr SGD, λ_max by Lanczos on 200 fixed rows. Every setting is read from
 claims/registry.toml. Negative control of each claim: the same recipe on a linear model under
 ½‖Wx − onehot‖², whose Hessian is constant along training — it must not come out replicated.
+gpu tier (registry SD-1 cases.gpu, 2026-12-02): the same tests on a 10,000-row MNIST-1D conv net and, when
+the data directory has CIFAR-10, the paper's SimpleCNN and ResNet-32 without BN on a 10,000-image subset
+(each case runs the claims it lists); benchmarks/gpu_sd.sh runs them in timed stages.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import pytest
 
 from core import plots
 from core.harness import check_claim, check_control, claim_of
 from core.landscape.peaks import peaks as trajectory_peaks
 from core.plots_sd import lambda_trajectories, peak_vs_grid
 from core.registry import load_registry
-from fixtures.sd import claim_points, point_name
+from fixtures.sd import claim_points, figure_tag, parametrize_cases, point_name, sd_case
 
-pytestmark = pytest.mark.cpu
-TIER = "cpu"
+
+def pytest_generate_tests(metafunc):
+    parametrize_cases(metafunc)  # (tier, case): the cpu case and every gpu case that runs the claim
 
 
 # ---------------------------------------------------------------- per-seed numbers
-def _peaks(sd_runs, claim_id: str, *, control: bool = False) -> dict[tuple, list]:
+def _peaks(sd_runs, claim_id: str, tier: str, case: str | None, *, control: bool = False) -> dict[tuple, list]:
     """(lr, batch, momentum) -> the claim's seeds' `Peak`s (control: the linear-model twin's)."""
     claim, prefix = claim_of(claim_id), "control: " if control else ""
-    tol, n = claim_of("SD-1").setting("lanczos_tol"), claim.seeds[TIER]
-    runs = sd_runs(TIER)
-    return {p: trajectory_peaks(runs[prefix + point_name(p)], n, tol=tol)
-            for p in claim_points(load_registry(), TIER)[claim_id]}
+    tol, n = claim_of("SD-1").setting("lanczos_tol"), claim.seeds[tier]
+    points = claim_points(load_registry(), tier)[claim_id]
+    runs = sd_runs(tier, case, [prefix + point_name(p) for p in points])
+    return {p: trajectory_peaks(runs[prefix + point_name(p)], n, tol=tol) for p in points}
 
 
 def _flags(by_point: dict[tuple, list]) -> list[str]:
@@ -101,53 +104,53 @@ def _sd7_data(by_point: dict[str, list]) -> tuple[dict, dict]:
 
 
 # ---------------------------------------------------------------- the claims
-def test_sd1_lambda_max_peaks_early(request, sd_runs, figure_dir):
-    by_point = _peaks(sd_runs, "SD-1")
+def test_sd1_lambda_max_peaks_early(request, sd_runs, figure_dir, tier, case):
+    by_point = _peaks(sd_runs, "SD-1", tier, case)
     data, per_seed = _sd1_data(next(iter(by_point.values())))
-    check_claim(request, "SD-1", tier=TIER, case=_case(by_point), data=data, per_seed=per_seed,
+    check_claim(request, "SD-1", tier=tier, case=_case(tier, case, by_point), data=data, per_seed=per_seed,
                 n_used=len(data["growth"]["values"]), flags=_flags(by_point),
-                figures=_trajectory_figures(sd_runs, figure_dir, "SD-1", by_point))
+                figures=_trajectory_figures(sd_runs, figure_dir, "SD-1", tier, case, by_point))
 
 
-def test_sd1_control_constant_hessian(request, sd_runs):
-    by_point = _peaks(sd_runs, "SD-1", control=True)
+def test_sd1_control_constant_hessian(request, sd_runs, tier, case):
+    by_point = _peaks(sd_runs, "SD-1", tier, case, control=True)
     data, per_seed = _sd1_data(next(iter(by_point.values())))
-    check_control(request, "SD-1", tier=TIER, case=f"control: linear model, quadratic loss ({_case(by_point)})",
+    check_control(request, "SD-1", tier=tier, case=f"control: linear model, quadratic loss ({_case(tier, case, by_point)})",
                   data=data, per_seed=per_seed, n_used=len(data["growth"]["values"]))
 
 
-def test_sd2_peak_lower_for_larger_lr_and_smaller_batch(request, sd_runs, figure_dir):
-    by_point = _peaks(sd_runs, "SD-2")
+def test_sd2_peak_lower_for_larger_lr_and_smaller_batch(request, sd_runs, figure_dir, tier, case):
+    by_point = _peaks(sd_runs, "SD-2", tier, case)
     data, per_seed = _sd2_data(by_point)
-    check_claim(request, "SD-2", tier=TIER, case=_case(by_point), data=data, per_seed=per_seed,
+    check_claim(request, "SD-2", tier=tier, case=_case(tier, case, by_point), data=data, per_seed=per_seed,
                 n_used=min(len(d["values"]) for d in data.values()), flags=_flags(by_point),
-                figures=_sd2_figures(sd_runs, figure_dir, by_point))
+                figures=_sd2_figures(sd_runs, figure_dir, tier, case, by_point))
 
 
-def test_sd2_control_constant_hessian(request, sd_runs):
-    by_point = _peaks(sd_runs, "SD-2", control=True)
+def test_sd2_control_constant_hessian(request, sd_runs, tier, case):
+    by_point = _peaks(sd_runs, "SD-2", tier, case, control=True)
     data, per_seed = _sd2_data(by_point)
-    check_control(request, "SD-2", tier=TIER, case=f"control: linear model, quadratic loss ({_case(by_point)})",
+    check_control(request, "SD-2", tier=tier, case=f"control: linear model, quadratic loss ({_case(tier, case, by_point)})",
                   data=data, per_seed=per_seed, n_used=min(len(d["values"]) for d in data.values()))
 
 
-def test_sd7_momentum_lowers_the_peak(request, sd_runs, figure_dir):
-    by_point = _peaks(sd_runs, "SD-7")
+def test_sd7_momentum_lowers_the_peak(request, sd_runs, figure_dir, tier, case):
+    by_point = _peaks(sd_runs, "SD-7", tier, case)
     data, per_seed = _sd7_data(by_point)
-    check_claim(request, "SD-7", tier=TIER, case=_case(by_point), data=data, per_seed=per_seed,
+    check_claim(request, "SD-7", tier=tier, case=_case(tier, case, by_point), data=data, per_seed=per_seed,
                 n_used=len(data["a"]), flags=_flags(by_point),
-                figures=_sd7_figures(sd_runs, figure_dir, by_point, per_seed))
+                figures=_sd7_figures(sd_runs, figure_dir, tier, case, by_point, per_seed))
 
 
-def test_sd7_control_constant_hessian(request, sd_runs):
-    by_point = _peaks(sd_runs, "SD-7", control=True)
+def test_sd7_control_constant_hessian(request, sd_runs, tier, case):
+    by_point = _peaks(sd_runs, "SD-7", tier, case, control=True)
     data, per_seed = _sd7_data(by_point)
-    check_control(request, "SD-7", tier=TIER, case=f"control: linear model, quadratic loss ({_case(by_point)})",
+    check_control(request, "SD-7", tier=tier, case=f"control: linear model, quadratic loss ({_case(tier, case, by_point)})",
                   data=data, per_seed=per_seed, n_used=len(data["a"]))
 
 
-def _case(by_point) -> str:
-    return "mnist1d-mlp-relu " + ", ".join(map(point_name, by_point))
+def _case(tier: str, case: str | None, by_point) -> str:
+    return f"{sd_case(tier, case).name} " + ", ".join(map(point_name, by_point))
 
 
 # ---------------------------------------------------------------- figures (descriptive)
@@ -155,38 +158,40 @@ def _curves(art, n: int, lr: float) -> tuple[np.ndarray, np.ndarray]:
     return art["steps"].double().numpy() * lr, art["lam"][:n, :, 0].numpy()
 
 
-def _trajectory_figures(sd_runs, figure_dir, claim_id, by_point) -> list:
-    runs, out = sd_runs(TIER), []
+def _trajectory_figures(sd_runs, figure_dir, claim_id, tier, case, by_point) -> list:
+    runs, out, tag = sd_runs(tier, case, [point_name(p) for p in by_point]), [], figure_tag(tier, case)
     for p, pks in by_point.items():
         lr, name = p[0], point_name(p)
         x, lam = _curves(runs[name], len(pks), lr)
         marks = [(pk.t_peak * lr, pk.lam_peak) for pk in pks if pk.ok]
         out.append(lambda_trajectories(
-            figure_dir / f"{claim_id}_{TIER}_{name.replace(' ', '_').replace('=', '')}_lambda.png", {name: (x, lam)},
+            figure_dir / f"{claim_id}_{tag}_{name.replace(' ', '_').replace('=', '')}_lambda.png", {name: (x, lam)},
             peaks=marks, half=pks[0].T * lr / 2, bound=2 / lr,
             title=f"{claim_id}: λ_max per seed along training, {name} (Fig. 2)"))
     return out
 
 
-def _sd2_figures(sd_runs, figure_dir, by_point) -> list:
-    pts, runs = list(by_point), sd_runs(TIER)
+def _sd2_figures(sd_runs, figure_dir, tier, case, by_point) -> list:
+    pts, tag = list(by_point), figure_tag(tier, case)
+    runs = sd_runs(tier, case, [point_name(p) for p in pts])
     figs = []
     for sub, i, key, label in ((pts[:3], 0, "lr", "learning rate η (batch fixed)"),
                                (pts[3:], 1, "b", "batch size S (lr fixed)")):
         peaks = np.array([[pk.lam_peak if pk.ok else np.nan for pk in by_point[p]] for p in sub]).T
-        figs.append(peak_vs_grid(figure_dir / f"SD-2_{TIER}_peak_vs_{key}.png", [p[i] for p in sub], peaks,
+        figs.append(peak_vs_grid(figure_dir / f"SD-2_{tag}_peak_vs_{key}.png", [p[i] for p in sub], peaks,
                                  xlabel=label, title=f"SD-2: λ_peak per seed against {label} (Fig. 3)"))
         groups = {point_name(p): _curves(runs[point_name(p)], len(by_point[p]), p[0]) for p in sub}
-        figs.append(lambda_trajectories(figure_dir / f"SD-2_{TIER}_trajectories_{key}.png", groups,
+        figs.append(lambda_trajectories(figure_dir / f"SD-2_{tag}_trajectories_{key}.png", groups,
                                         title=f"SD-2: λ_max along training across {label}"))
     return figs
 
 
-def _sd7_figures(sd_runs, figure_dir, by_point, per_seed) -> list:
-    runs, names = sd_runs(TIER), [point_name(p) for p in by_point]
+def _sd7_figures(sd_runs, figure_dir, tier, case, by_point, per_seed) -> list:
+    names, tag = [point_name(p) for p in by_point], figure_tag(tier, case)
+    runs = sd_runs(tier, case, names)
     groups = {point_name(p): _curves(runs[point_name(p)], len(pks), p[0]) for p, pks in by_point.items()}
-    return [lambda_trajectories(figure_dir / f"SD-7_{TIER}_trajectories.png", groups,
+    return [lambda_trajectories(figure_dir / f"SD-7_{tag}_trajectories.png", groups,
                                 title="SD-7: λ_max along training, momentum 0 vs 0.9 (Fig. 16)"),
-            plots.paired_seeds(figure_dir / f"SD-7_{TIER}_peaks.png", per_seed[f"lambda_peak {names[1]}"],
+            plots.paired_seeds(figure_dir / f"SD-7_{tag}_peaks.png", per_seed[f"lambda_peak {names[1]}"],
                                per_seed[f"lambda_peak {names[0]}"], ("momentum 0.9", "momentum 0"),
                                ylabel="λ_peak", title="SD-7: λ_peak per seed (paired)")]

@@ -19,20 +19,24 @@ checkpoint; SD-5/6 train from initialisation at lr 0.01 with the plateau schedul
 Negative controls: SD-4 on the linear model under ½‖Wx − onehot‖² (its Hessian is constant: no
 variant can move λ_max); SD-5/SD-6 on "γ = 1 late vs γ = 1 at its best epoch" — the same optimiser,
 only training time differs, which is what a sharper-because-later checkpoint would look like.
+gpu tier: the same tests on each SD-1 gpu case that lists the claim (registry SD-1 cases.gpu).
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import pytest
 
 from core import plots
 from core.harness import check_claim, check_control, claim_of
 from core.plots_sd import lambda_trajectories
+from fixtures.sd import figure_tag, parametrize_cases, sd_case
 
-pytestmark = pytest.mark.cpu
-TIER = "cpu"
+
+
+def pytest_generate_tests(metafunc):
+    parametrize_cases(metafunc)  # (tier, case): the cpu case and every gpu case that runs the claim
+
 SD4_PARTS = {  # part -> (variant a, variant b or "start", quantity)
     "top_only_flattens": ("top_only", "vanilla", "lam"), "top_only_loss_higher": ("top_only", "vanilla", "loss"),
     "no_top_sharpens": ("no_top", "vanilla", "lam"), "no_top_loss_decreases": ("no_top", "start", "loss"),
@@ -74,23 +78,23 @@ def _sd4_per_seed(spec, values) -> dict[str, list[float]]:
     return per_seed
 
 
-def _sd4(request, sd_restarts, *, control: bool):
-    spec, art = sd_restarts(TIER, control=control)
+def _sd4(request, sd_restarts, tier, case, *, control: bool):
+    spec, art = sd_restarts(tier, control=control, case=case)
     values = _restart_values(spec, art)
     data, dropped = _sd4_data(values)
     return spec, art, data, _sd4_per_seed(spec, values), dropped
 
 
-def test_sd4_restarted_variants_move_lambda_max_as_predicted(request, sd_restarts, figure_dir):
-    spec, art, data, per_seed, dropped = _sd4(request, sd_restarts, control=False)
-    check_claim(request, "SD-4", tier=TIER, case=f"mnist1d-mlp-relu restarted at the SD-1 peak ({spec.parent.name})",
+def test_sd4_restarted_variants_move_lambda_max_as_predicted(request, sd_restarts, figure_dir, tier, case):
+    spec, art, data, per_seed, dropped = _sd4(request, sd_restarts, tier, case, control=False)
+    check_claim(request, "SD-4", tier=tier, case=f"{sd_case(tier, case).name} restarted at the SD-1 peak ({spec.parent.name})",
                 data=data, per_seed=per_seed, n_used=min(len(d["a"]) for d in data.values()), flags=dropped,
-                figures=_sd4_figures(figure_dir, spec, art))
+                figures=_sd4_figures(figure_dir, figure_tag(tier, case), spec, art))
 
 
-def test_sd4_control_constant_hessian(request, sd_restarts):
-    spec, _, data, per_seed, _ = _sd4(request, sd_restarts, control=True)
-    check_control(request, "SD-4", tier=TIER, case=f"control: linear model, quadratic loss ({spec.parent.name})",
+def test_sd4_control_constant_hessian(request, sd_restarts, tier, case):
+    spec, _, data, per_seed, _ = _sd4(request, sd_restarts, tier, case, control=True)
+    check_control(request, "SD-4", tier=tier, case=f"control: linear model, quadratic loss ({spec.parent.name})",
                   data=data, per_seed=per_seed, n_used=min(len(d["a"]) for d in data.values()))
 
 
@@ -138,47 +142,53 @@ def _arm_table(arms: dict[str, dict]) -> dict[str, list[float]]:
                               ("epoch", arm["epoch"]))}
 
 
-def _nsgd_arms(sd_nsgd, claim_id: str):
+def _nsgd_arms(sd_nsgd, claim_id: str, tier: str, case: str | None):
     claim, ref_g = claim_of(claim_id), claim_of("SD-5").setting("gamma_ref")
-    n, arms = claim.seeds[TIER], sd_nsgd(TIER)
+    n, arms = claim.seeds[tier], sd_nsgd(tier, case)
     return n, arms[claim.setting("gamma")], arms[ref_g]
 
 
-def test_sd5_nsgd_small_gamma_is_sharper_and_no_worse(request, sd_nsgd, figure_dir):
-    n, (spec, art), (_, ref_art) = _nsgd_arms(sd_nsgd, "SD-5")
+def test_sd5_nsgd_small_gamma_is_sharper_and_no_worse(request, sd_nsgd, figure_dir, tier, case):
+    n, (spec, art), (_, ref_art) = _nsgd_arms(sd_nsgd, "SD-5", tier, case)
     new, ref = _arm(art, n), _arm(ref_art, n)
     data, supporting = _sd5_data(new, ref)
-    check_claim(request, "SD-5", tier=TIER, case=f"mnist1d-mlp-relu NSGD γ={spec.gamma:g} vs γ=1, K={spec.config.k}",
+    check_claim(request, "SD-5", tier=tier, case=f"{sd_case(tier, case).name} NSGD γ={spec.gamma:g} vs γ=1, K={spec.config.k}",
                 data=data, per_seed=_arm_table({f"γ={spec.gamma:g}": new, "γ=1": ref}), supporting_data=supporting,
                 n_used=len(data["sharper"]["ratios"]), flags=_arm_flags(art, ref_art, n),
-                figures=_nsgd_figures(figure_dir, "SD-5", {f"γ={spec.gamma:g}": art, "γ=1": ref_art}, n))
+                figures=_nsgd_figures(figure_dir, figure_tag(tier, case), "SD-5", {f"γ={spec.gamma:g}": art, "γ=1": ref_art}, n))
 
 
-def test_sd5_control_training_time_alone(request, sd_nsgd):
-    n, _, (_, ref_art) = _nsgd_arms(sd_nsgd, "SD-5")
+def test_sd5_control_training_time_alone(request, sd_nsgd, tier, case):
+    n, _, (_, ref_art) = _nsgd_arms(sd_nsgd, "SD-5", tier, case)
     late, best = _arm(ref_art, n, at="last"), _arm(ref_art, n)
     data, _ = _sd5_data(late, best)
-    check_control(request, "SD-5", tier=TIER, case="control: γ=1 at its last epoch vs γ=1 at its best-val epoch",
+    check_control(request, "SD-5", tier=tier, case=_control_case(tier, case),
                   data=data, per_seed=_arm_table({"γ=1 last": late, "γ=1 best": best}),
                   n_used=len(data["sharper"]["ratios"]))
 
 
-def test_sd6_nsgd_large_gamma_is_wider_without_better_accuracy(request, sd_nsgd, figure_dir):
-    n, (spec, art), (_, ref_art) = _nsgd_arms(sd_nsgd, "SD-6")
+def test_sd6_nsgd_large_gamma_is_wider_without_better_accuracy(request, sd_nsgd, figure_dir, tier, case):
+    n, (spec, art), (_, ref_art) = _nsgd_arms(sd_nsgd, "SD-6", tier, case)
     new, ref = _arm(art, n), _arm(ref_art, n)
     data = _sd6_data(new, ref)
-    check_claim(request, "SD-6", tier=TIER, case=f"mnist1d-mlp-relu NSGD γ={spec.gamma:g} vs γ=1, K={spec.config.k}",
+    check_claim(request, "SD-6", tier=tier, case=f"{sd_case(tier, case).name} NSGD γ={spec.gamma:g} vs γ=1, K={spec.config.k}",
                 data=data, per_seed=_arm_table({f"γ={spec.gamma:g}": new, "γ=1": ref}),
                 n_used=len(data["wider"]["a"]), flags=_arm_flags(art, ref_art, n),
-                figures=_nsgd_figures(figure_dir, "SD-6", {f"γ={spec.gamma:g}": art, "γ=1": ref_art}, n))
+                figures=_nsgd_figures(figure_dir, figure_tag(tier, case), "SD-6", {f"γ={spec.gamma:g}": art, "γ=1": ref_art}, n))
 
 
-def test_sd6_control_training_time_alone(request, sd_nsgd):
-    n, _, (_, ref_art) = _nsgd_arms(sd_nsgd, "SD-6")
+def test_sd6_control_training_time_alone(request, sd_nsgd, tier, case):
+    n, _, (_, ref_art) = _nsgd_arms(sd_nsgd, "SD-6", tier, case)
     late, best = _arm(ref_art, n, at="last"), _arm(ref_art, n)
     data = _sd6_data(late, best)
-    check_control(request, "SD-6", tier=TIER, case="control: γ=1 at its last epoch vs γ=1 at its best-val epoch",
+    check_control(request, "SD-6", tier=tier, case=_control_case(tier, case),
                   data=data, per_seed=_arm_table({"γ=1 last": late, "γ=1 best": best}), n_used=len(data["wider"]["a"]))
+
+
+def _control_case(tier: str, case: str | None) -> str:
+    """The control's case label (the cpu tier's as first reported; a gpu case names its network)."""
+    label = "control: γ=1 at its last epoch vs γ=1 at its best-val epoch"
+    return label if case is None else f"{label} ({case})"
 
 
 def _arm_flags(art, ref_art, n: int) -> list[str]:
@@ -194,7 +204,7 @@ def _arm_flags(art, ref_art, n: int) -> list[str]:
 
 
 # ---------------------------------------------------------------- figures (descriptive)
-def _sd4_figures(figure_dir, spec, art) -> list:
+def _sd4_figures(figure_dir, tag: str, spec, art) -> list:
     """Fig. 5: per variant, λ_max (the per-step e₁ Lanczos) and the loss on the Hessian rows along the
     restart, per seed and the median (vanilla SGD computes no e₁, so it has no λ curve)."""
     V, lr = len(spec.variants), spec.config.lr
@@ -204,18 +214,18 @@ def _sd4_figures(figure_dir, spec, art) -> list:
     lam = {v: (x_lam, art["refresh_lam"][j::V, :, 0].numpy()) for j, v in enumerate(names)
            if art["refresh_lam"][j::V].isfinite().any()}
     loss = {v: (x_loss, art["rows_loss"][j::V].double().numpy()) for j, v in enumerate(names)}
-    stem = figure_dir / f"SD-4_{TIER}"
+    stem = figure_dir / f"SD-4_{tag}"
     return [lambda_trajectories(f"{stem}_restart_lambda.png", lam, xlabel="η · steps since the restart", logy=True,
                                 title="SD-4: λ_max along the restart, per variant (Fig. 5)"),
             lambda_trajectories(f"{stem}_restart_loss.png", loss, xlabel="η · steps since the restart", logy=True,
                                 ylabel="loss on the Hessian rows", title="SD-4: loss along the restart (Fig. 5)")]
 
 
-def _nsgd_figures(figure_dir, claim_id: str, arts: dict[str, dict], n: int) -> list:
+def _nsgd_figures(figure_dir, tag: str, claim_id: str, arts: dict[str, dict], n: int) -> list:
     names, arms = list(arts), {k: _arm(a, n) for k, a in arts.items()}
     lam = {k: np.array(arm["lam"]) for k, arm in arms.items()}
     acc = {k: np.array(arm["acc"]) for k, arm in arms.items()}
-    return [plots.paired_seeds(figure_dir / f"{claim_id}_{TIER}_lambda.png", lam[names[0]], lam[names[1]], names,
+    return [plots.paired_seeds(figure_dir / f"{claim_id}_{tag}_lambda.png", lam[names[0]], lam[names[1]], names,
                                ylabel="λ_max at the best-val epoch", title=f"{claim_id}: λ_max per seed (Table 1)"),
-            plots.paired_seeds(figure_dir / f"{claim_id}_{TIER}_accuracy.png", acc[names[0]], acc[names[1]], names,
+            plots.paired_seeds(figure_dir / f"{claim_id}_{tag}_accuracy.png", acc[names[0]], acc[names[1]], names,
                                ylabel="test accuracy (%)", title=f"{claim_id}: test accuracy per seed (Table 1)")]

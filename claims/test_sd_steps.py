@@ -30,15 +30,17 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from core.harness import check_claim, check_control, claim_of
 from core.plots_sd import alpha_step_curves
+from fixtures.sd import figure_tag, parametrize_cases, sd_case
 from fixtures.sd_probes import sd3_point, sd3_seeds
 
-pytestmark = pytest.mark.cpu
-TIER = "cpu"
+
+
+def pytest_generate_tests(metafunc):
+    parametrize_cases(metafunc)  # (tier, case): the cpu case and every gpu case that runs the claim
 
 
 # ---------------------------------------------------------------- per-seed numbers (fixtures/sd_probes.py)
@@ -76,32 +78,33 @@ def _flags(seeds: list[dict], n_eval: int) -> list[str]:
     return out
 
 
-def _case(control: bool = False) -> str:
-    what = "control: linear model, quadratic loss" if control else "mnist1d-mlp-relu"
-    return f"{what} {sd3_point()}, {claim_of('SD-3').setting('n_eval_checkpoints')} checkpoints t_peak..T"
+def _case(tier: str, case: str | None, control: bool = False) -> str:
+    what = "control: linear model, quadratic loss" if control else sd_case(tier, case).name
+    where = f" ({case})" if control and case is not None else ""
+    return f"{what}{where} {sd3_point(tier=tier)}, {claim_of('SD-3').setting('n_eval_checkpoints')} checkpoints t_peak..T"
 
 
 # ---------------------------------------------------------------- the claim
-def test_sd3_sgd_step_too_large_along_e1(request, sd_runs, fixture_cache, figure_dir):
-    seeds = sd3_seeds(sd_runs, fixture_cache)
+def test_sd3_sgd_step_too_large_along_e1(request, sd_runs, fixture_cache, figure_dir, tier, case):
+    seeds = sd3_seeds(sd_runs, fixture_cache, tier=tier, case=case)
     data, per_seed, flags = _sd3_data(seeds)
     original = {k: v for k, v in data.items() if k in claim_of("SD-3").original_rule["parts"]}
-    check_claim(request, "SD-3", tier=TIER, case=_case(), data=data, per_seed=per_seed, original_data=original,
+    check_claim(request, "SD-3", tier=tier, case=_case(tier, case), data=data, per_seed=per_seed, original_data=original,
                 n_used=len(next(iter(data.values()))["values"]), flags=flags,
-                figures=_figures(figure_dir, seeds))
+                figures=_figures(figure_dir, figure_tag(tier, case), tier, seeds))
 
 
-def test_sd3_control_constant_hessian(request, sd_runs, fixture_cache):
-    data, per_seed, _ = _sd3_data(sd3_seeds(sd_runs, fixture_cache, control=True))
-    check_control(request, "SD-3", tier=TIER, case=_case(control=True), data=data, per_seed=per_seed,
+def test_sd3_control_constant_hessian(request, sd_runs, fixture_cache, tier, case):
+    data, per_seed, _ = _sd3_data(sd3_seeds(sd_runs, fixture_cache, control=True, tier=tier, case=case))
+    check_control(request, "SD-3", tier=tier, case=_case(tier, case, control=True), data=data, per_seed=per_seed,
                   n_used=len(next(iter(data.values()))["values"]))
 
 
 # ---------------------------------------------------------------- figure (descriptive)
-def _figures(figure_dir, seeds: list[dict]) -> list:
+def _figures(figure_dir, tag: str, tier: str, seeds: list[dict]) -> list:
     claim, used = claim_of("SD-3"), [r["means"] for r in seeds if r["means"] is not None]
     if not used:
         return []  # no seed is evidence: nothing to draw
-    return [alpha_step_curves(figure_dir / f"SD-3_{TIER}_alpha_steps.png", claim.setting("alphas_reported"),
+    return [alpha_step_curves(figure_dir / f"SD-3_{tag}_alpha_steps.png", claim.setting("alphas_reported"),
                               torch.stack(used).numpy(), rule_alphas=claim.setting("alphas"),
-                              title=f"SD-3: relative loss change of the step −αηg̃₁e₁ after the peak, per seed ({sd3_point()})")]
+                              title=f"SD-3: relative loss change of the step −αηg̃₁e₁ after the peak, per seed ({sd3_point(tier=tier)})")]
