@@ -71,7 +71,9 @@ def test_the_background_prebuild_starts_only_when_sd_claims_will_run_with_missin
     assert started == []
     monkeypatch.delenv("CLAIMS_PREBUILD")
     session = _Session([_Item("test_sd_networks.py", "cpu")], tmp_path)
-    sd.start_prebuild(session)
-    assert started[0][1:] == ["-m", "fixtures", "build", "-m", "cpu", "--only-ensembles", "--jobs", "1",
-                              "--cache-dir", str(tmp_path)]
-    assert (tmp_path / "prebuild.log").exists() and hasattr(session.config, "_sd_prebuild")
+    sd.start_prebuild(session)  # one process per group with something missing: LS's and SD's
+    assert [argv[1:] for argv in started] == [
+        ["-m", "fixtures", "build", "-m", "cpu", "--only-ensembles", "--ensembles", group, "--jobs", "1",
+         "--cache-dir", str(tmp_path)] for group in ("ls", "sd")]
+    assert (tmp_path / "prebuild-ls.log").exists() and (tmp_path / "prebuild-sd.log").exists()
+    assert len(session.config._prebuilds) == 2
