@@ -70,10 +70,13 @@ def test_the_background_prebuild_starts_only_when_sd_claims_will_run_with_missin
     sd.start_prebuild(_Session([_Item("test_sd_networks.py", "cpu")], tmp_path))  # turned off
     assert started == []
     monkeypatch.delenv("CLAIMS_PREBUILD")
-    session = _Session([_Item("test_sd_networks.py", "cpu")], tmp_path)
-    sd.start_prebuild(session)  # one process per group with something missing: LS's and SD's
+    session = _Session([_Item("test_sd_networks.py", "cpu"), _Item("test_ls_networks.py", "cpu")], tmp_path)
+    sd.start_prebuild(session)  # one process per selected group with something missing: LS's and SD's
     assert [argv[1:] for argv in started] == [
         ["-m", "fixtures", "build", "-m", "cpu", "--only-ensembles", "--ensembles", group, "--jobs", "1",
          "--cache-dir", str(tmp_path)] for group in ("ls", "sd")]
     assert (tmp_path / "prebuild-ls.log").exists() and (tmp_path / "prebuild-sd.log").exists()
     assert len(session.config._prebuilds) == 2
+    started.clear()
+    sd.start_prebuild(_Session([_Item("test_ls_networks.py", "cpu")], tmp_path))  # LS claims only: LS's group
+    assert [argv[argv.index("--ensembles") + 1] for argv in started] == ["ls"]
