@@ -20,6 +20,7 @@ from core.nudged import NudgedConfig
 from core.registry import load_registry
 from core.tests.test_data import _write_cifar
 from fixtures import sd
+from fixtures.cases import skip_missing_data
 from fixtures.specs import kw
 
 GPU_CASES = ("mnist1d-large-cnn1d", "cifar10-simplecnn", "cifar10-resnet32-nobn")
@@ -111,7 +112,7 @@ def test_a_missing_cifar_is_one_line_in_process_and_from_a_builder_process(tmp_p
     again = pickle.loads(pickle.dumps(exc.value))  # what a spawned builder hands its parent
     assert type(again) is DatasetNotFound and str(again) == line
     with pytest.raises(pytest.skip.Exception, match="dataset 'cifar10' not found"):
-        with sd.skip_missing_data():
+        with skip_missing_data():
             sd.build_ensemble(specs[SD1_POINT])
 
 
