@@ -54,26 +54,22 @@ core.data.DatasetNotFound's message, and the pytest plugin skips gpu tests witho
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from core.harness import check_claim, check_control, claim_of
 from core.plots import cosine_matrix
 from core.plots_ls import (connector_barriers, cyclic_snapshots, label_agreement, line_vs_tunnel, radial_widths,
                            short_directions)
+from fixtures.cases import figure_tag, parametrize_cases
 from fixtures.ls import CPU_CASE, ls_cases
 from fixtures.ls_training import radial_grid
 
 STRUCTURE, HYPER = ("structure",), ("hyper",)  # fixtures.ls.LS_GROUPS: LS-5 … LS-8's artifacts; LS-9's and LS-10's
 
 
-def _cases(claim_id: str) -> list:
-    """(tier, case) of a claim: the cpu tier's one case, and each gpu case whose `claims` list it
-    (registry LS-5 cases; read at collection, as the parametrisation must be)."""
-    cpu = [pytest.param("cpu", CPU_CASE, marks=pytest.mark.cpu, id=f"cpu-{CPU_CASE}")]
-    gpu = [pytest.param("gpu", name, marks=pytest.mark.gpu, id=f"gpu-{name}")
-           for name, c in ls_cases("gpu").items() if c.runs(claim_id)]
-    return cpu + gpu
+def pytest_generate_tests(metafunc):
+    """(tier, case) of each claim test at collection: the cpu case and each gpu case that runs the claim."""
+    parametrize_cases(metafunc, "LS", lambda: ls_cases("gpu"), CPU_CASE)
 
 
 def _label(case: str) -> str:
@@ -83,7 +79,7 @@ def _label(case: str) -> str:
 
 def _figure(figure_dir, claim_id: str, tier: str, case: str, what: str):
     """<claim>_<tier>_<what>.png at cpu (one case: the names the cpu reports have), with the case at gpu."""
-    return figure_dir / (f"{claim_id}_{tier}_{what}.png" if tier == "cpu" else f"{claim_id}_{tier}_{case}_{what}.png")
+    return figure_dir / f"{claim_id}_{figure_tag(tier, case)}_{what}.png"
 
 
 # ---------------------------------------------------------------- per-pair and per-set numbers
@@ -247,7 +243,6 @@ def _ls10(runs: dict, *, control: bool = False) -> tuple[dict, dict, list[str]]:
 
 
 # ---------------------------------------------------------------- the claims
-@pytest.mark.parametrize("tier,case", _cases("LS-5"))
 def test_ls5_tunnel_through_the_linear_wall(request, ls_runs, figure_dir, tier, case):
     art = ls_runs(tier, case, STRUCTURE)["tunnel claim"]
     ok, cols = _ls5(art)
@@ -255,7 +250,6 @@ def test_ls5_tunnel_through_the_linear_wall(request, ls_runs, figure_dir, tier, 
                 flags=_excluded(art, "pair"), figures=_ls5_figures(figure_dir, art, tier, case))
 
 
-@pytest.mark.parametrize("tier,case", _cases("LS-5"))
 def test_ls5_control_unoptimised_tunnel(request, ls_runs, tier, case):
     """The hyperplane points left on the line: the 'tunnel' is the linear path and crosses its wall."""
     ok, cols = _ls5(ls_runs(tier, case, STRUCTURE)["tunnel control"])
@@ -263,7 +257,6 @@ def test_ls5_control_unoptimised_tunnel(request, ls_runs, tier, case):
                   data={"successes": ok}, per_seed=cols)
 
 
-@pytest.mark.parametrize("tier,case", _cases("LS-6"))
 def test_ls6_tunnel_halves_and_labels(request, ls_runs, figure_dir, tier, case):
     art = ls_runs(tier, case, STRUCTURE)["tunnel claim"]
     data, cols = _ls6(art)
@@ -271,7 +264,6 @@ def test_ls6_tunnel_halves_and_labels(request, ls_runs, figure_dir, tier, case):
                 figures=_ls6_figures(figure_dir, art, tier, case))
 
 
-@pytest.mark.parametrize("tier,case", _cases("LS-6"))
 def test_ls6_control_unoptimised_tunnel(request, ls_runs, tier, case):
     """The straight line posing as a tunnel: its 'deviations' are zero, so they cannot cluster by half."""
     data, cols = _ls6(ls_runs(tier, case, STRUCTURE)["tunnel control"])
@@ -279,7 +271,6 @@ def test_ls6_control_unoptimised_tunnel(request, ls_runs, tier, case):
                   data=data, per_seed=cols)
 
 
-@pytest.mark.parametrize("tier,case", _cases("LS-7"))
 def test_ls7_low_loss_m_connectors(request, ls_runs, figure_dir, tier, case):
     data, cols, fig, flags = _ls7(ls_runs(tier, case, STRUCTURE))
     path = _figure(figure_dir, "LS-7", tier, case, "barriers")
@@ -288,7 +279,6 @@ def test_ls7_low_loss_m_connectors(request, ls_runs, figure_dir, tier, case):
                                             title=f"LS-7 {_label(case)}: m-connector barriers per set vs τ_low")])
 
 
-@pytest.mark.parametrize("tier,case", _cases("LS-7"))
 def test_ls7_control_unoptimised_centre(request, ls_runs, tier, case):
     """The centre left at the barycentre of the optima (not optimised): the connector crosses the walls."""
     data, cols, _, _ = _ls7(ls_runs(tier, case, STRUCTURE), control=True)
@@ -296,14 +286,12 @@ def test_ls7_control_unoptimised_centre(request, ls_runs, tier, case):
                   per_seed=cols)
 
 
-@pytest.mark.parametrize("tier,case", _cases("LS-8"))
 def test_ls8_more_short_directions_mid_connector(request, ls_runs, figure_dir, tier, case):
     data, cols, flags = _ls8(ls_runs(tier, case, STRUCTURE)["spectra"])
     check_claim(request, "LS-8", tier=tier, case=_label(case), data=data, per_seed=cols, flags=flags,
                 figures=[_ls8_figure(figure_dir, cols, tier, case)])
 
 
-@pytest.mark.parametrize("tier,case", _cases("LS-8"))
 def test_ls8_control_middle_is_an_optimum(request, ls_runs, tier, case):
     """The middle replaced by one of the set's own optima: no excess of short directions by construction."""
     data, cols, _ = _ls8(ls_runs(tier, case, STRUCTURE)["spectra"], control=True)
@@ -311,7 +299,6 @@ def test_ls8_control_middle_is_an_optimum(request, ls_runs, tier, case):
                   data=data, per_seed=cols)
 
 
-@pytest.mark.parametrize("tier,case", _cases("LS-9"))
 def test_ls9_radial_tunnel_width_vs_hyperparameters(request, ls_runs, figure_dir, tier, case):
     art = ls_runs(tier, case, HYPER)["radial"]
     data, cols, flags = _ls9(art, tier)
@@ -319,7 +306,6 @@ def test_ls9_radial_tunnel_width_vs_hyperparameters(request, ls_runs, figure_dir
                 original_data=_ls9(art, tier, revised=False)[0], figures=[_ls9_figure(figure_dir, art, tier, case)])
 
 
-@pytest.mark.parametrize("tier,case", _cases("LS-9"))
 def test_ls9_control_grid_order_permuted(request, ls_runs, tier, case):
     """The same widths in a random order along each grid: no link to the hyper-parameter is left."""
     data, cols, _ = _ls9(ls_runs(tier, case, HYPER)["radial"], tier, permuted=True)
@@ -327,7 +313,6 @@ def test_ls9_control_grid_order_permuted(request, ls_runs, tier, case):
                   per_seed=cols)
 
 
-@pytest.mark.parametrize("tier,case", _cases("LS-10"))
 def test_ls10_swa_fails_at_high_cyclic_lr(request, ls_runs, figure_dir, tier, case):
     runs = ls_runs(tier, case, HYPER)
     data, cols, flags = _ls10(runs)
@@ -335,7 +320,6 @@ def test_ls10_swa_fails_at_high_cyclic_lr(request, ls_runs, figure_dir, tier, ca
                 figures=[_ls10_figure(figure_dir, runs, tier, case)])
 
 
-@pytest.mark.parametrize("tier,case", _cases("LS-10"))
 def test_ls10_control_low_lr_posing_as_high(request, ls_runs, tier, case):
     """A second low-lr arm in the high arm's place: its snapshots stay in one wedge, so SWA cannot fail."""
     data, cols, _ = _ls10(ls_runs(tier, case, HYPER), control=True)

@@ -32,11 +32,12 @@ from core.harness import check_claim, check_control, claim_of
 from core.landscape.peaks import peaks as trajectory_peaks
 from core.plots_sd import lambda_trajectories, peak_vs_grid
 from core.registry import load_registry
-from fixtures.sd import claim_points, figure_tag, parametrize_cases, point_name, sd_case
+from fixtures.cases import figure_tag
+from fixtures.sd import claim_points, parametrize_sd, point_name, sd_case
 
 
 def pytest_generate_tests(metafunc):
-    parametrize_cases(metafunc)  # (tier, case): the cpu case and every gpu case that runs the claim
+    parametrize_sd(metafunc)  # (tier, case): the cpu case and every gpu case that runs the claim
 
 
 # ---------------------------------------------------------------- per-seed numbers

@@ -30,12 +30,13 @@ import numpy as np
 from core import plots
 from core.harness import check_claim, check_control, claim_of
 from core.plots_sd import lambda_trajectories
-from fixtures.sd import figure_tag, parametrize_cases, sd_case
+from fixtures.cases import figure_tag
+from fixtures.sd import parametrize_sd, sd_case
 
 
 
 def pytest_generate_tests(metafunc):
-    parametrize_cases(metafunc)  # (tier, case): the cpu case and every gpu case that runs the claim
+    parametrize_sd(metafunc)  # (tier, case): the cpu case and every gpu case that runs the claim
 
 SD4_PARTS = {  # part -> (variant a, variant b or "start", quantity)
     "top_only_flattens": ("top_only", "vanilla", "lam"), "top_only_loss_higher": ("top_only", "vanilla", "loss"),

@@ -34,13 +34,14 @@ import torch
 
 from core.harness import check_claim, check_control, claim_of
 from core.plots_sd import alpha_step_curves
-from fixtures.sd import figure_tag, parametrize_cases, sd_case
+from fixtures.cases import figure_tag
+from fixtures.sd import parametrize_sd, sd_case
 from fixtures.sd_probes import sd3_point, sd3_seeds
 
 
 
 def pytest_generate_tests(metafunc):
-    parametrize_cases(metafunc)  # (tier, case): the cpu case and every gpu case that runs the claim
+    parametrize_sd(metafunc)  # (tier, case): the cpu case and every gpu case that runs the claim
 
 
 # ---------------------------------------------------------------- per-seed numbers (fixtures/sd_probes.py)
